@@ -1,0 +1,21 @@
+"""gradsurg: conflict-aware multi-task optimisation by gradient surgery.
+
+Wrap any optimizer (``GradSurgery``), or use the functional layer (``gramian``, ``aggregate``)
+and the methods (``get_method``) directly.
+"""
+
+from .functional import aggregate, gramian
+from .methods import Method, available_methods, get_method
+from .optim import GradSurgery
+from .stats import SurgeryStats
+
+__all__ = [
+    "GradSurgery",
+    "Method",
+    "SurgeryStats",
+    "aggregate",
+    "available_methods",
+    "get_method",
+    "gramian",
+]
+__version__ = "0.1.0"

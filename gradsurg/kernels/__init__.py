@@ -1,0 +1,1 @@
+"""Kernels for the heavy passes over J: flatten, Gram, combine (one backend per module)."""

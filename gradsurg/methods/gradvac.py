@@ -1,0 +1,119 @@
+"""``gradvac``: Gradient Vaccine (Wang et al. 2021, "Gradient Vaccine: Investigating and
+Improving Multi-task Optimization in Massively Multilingual Models", ICLR, arXiv:2010.05874).
+
+GradVac generalises PCGrad: instead of acting only when two gradients conflict (cosine < 0), it
+pulls the cosine of every pair up to an adaptive target φ̂_ij, an exponential moving average of
+the cosines seen so far. For task i, visiting j in a random order, with φ = cos(g_i^PC, g_j):
+
+    if φ < φ̂_ij:  g_i^PC ← g_i^PC + ‖g_i^PC‖ (φ̂_ij √(1−φ²) − φ √(1−φ̂_ij²)) / (‖g_j‖ √(1−φ̂_ij²)) · g_j
+    φ̂_ij ← (1 − β) φ̂_ij + β φ
+
+(the paper's Eq. for the vaccine and its EMA update, with φ measured before the correction).
+The update is Σ_i g_i^PC. As with PCGrad, g_i^PC = Σ_k C_ik g_k, so norms and cosines all come
+from the Gram matrix: ‖g_i^PC‖² = C_i G C_iᵀ and g_i^PC · g_j = (C G)_ij.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .base import Method
+from .pcgrad import random_orders
+
+__all__ = ["GradVac", "gradvac_weights"]
+
+
+def gradvac_weights(gram: Tensor, order: Tensor, rho: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    """GradVac weights for a given visiting order and EMA targets.
+
+    Args:
+        gram: float64 Gram matrix ``(T, T)``.
+        order: int64 ``(T, T)``; row ``i`` is the order in which task ``i`` visits the others.
+        rho: float64 ``(T, T)`` EMA targets φ̂ (diagonal unused).
+        beta: EMA rate β in ``[0, 1]``.
+
+    Returns:
+        ``(w, new_rho)`` with ``w @ J = Σ_i g_i^PC``; ``rho`` is not modified.
+
+    Cosines with a zero gradient count as 0 and never trigger a correction against it. A target
+    φ̂ = 1 (exact alignment, which no multiple of g_j can reach) triggers no correction either.
+    """
+    num_tasks = gram.shape[0]
+    coef = torch.eye(num_tasks, dtype=gram.dtype)
+    rho = rho.clone()
+    rows = torch.arange(num_tasks)
+    diag = gram.diagonal()
+    # Rows of C and entries of φ̂ are independent across i: as in PCGrad, round r handles the
+    # r-th visit of every task at once.
+    for r in range(num_tasks):
+        j = order[:, r]
+        coef_gram = coef @ gram
+        dot = (coef * gram[j]).sum(dim=1)
+        norm_i = (coef_gram * coef).sum(dim=1).clamp(min=0.0).sqrt()
+        norm_j = diag[j].clamp(min=0.0).sqrt()
+        norm_prod = norm_i * norm_j
+        phi = torch.where(norm_prod > 0, dot / torch.where(norm_prod > 0, norm_prod, 1.0), 0.0)
+        phi = phi.clamp(-1.0, 1.0)
+        target = rho[rows, j]
+        sin_target = (1.0 - target * target).clamp(min=0.0).sqrt()
+        active = j != rows
+        correct = active & (phi < target) & (norm_j > 0) & (sin_target > 0)
+        sin_phi = (1.0 - phi * phi).clamp(min=0.0).sqrt()
+        denom = torch.where(correct, norm_j * sin_target, 1.0)
+        step = norm_i * (target * sin_phi - phi * sin_target) / denom
+        coef[rows, j] += torch.where(correct, step, 0.0)
+        rho[rows, j] = torch.where(active, (1.0 - beta) * target + beta * phi, target)
+    return coef.sum(dim=0), rho
+
+
+class GradVac(Method):
+    """Gradient Vaccine (Wang et al. 2021).
+
+    Args:
+        beta: EMA rate β of the cosine targets (the paper uses 1e-2).
+        seed: seed of the generator drawing the per-task visiting orders.
+
+    State (in ``state_dict()``): the T×T targets φ̂ (zeros at the first step) and the generator.
+    The number of tasks may not change without :meth:`reset`.
+    """
+
+    name = "gradvac"
+    stateful = True
+    tied_to_num_tasks = True
+
+    def __init__(self, beta: float = 0.01, seed: int = 0) -> None:
+        super().__init__()
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta: must be in [0, 1], got {beta!r}")
+        self.beta = float(beta)
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.rho: Tensor | None = None
+
+    def _weights(self, gram: Tensor) -> Tensor:
+        num_tasks = gram.shape[0]
+        rho = self.rho if self.rho is not None else torch.zeros(num_tasks, num_tasks, dtype=torch.float64)
+        w, self.rho = gradvac_weights(gram, random_orders(num_tasks, self.generator), rho, self.beta)
+        return w
+
+    def reset(self) -> None:
+        """Clear the targets and re-seed the generator."""
+        super().reset()
+        self.rho = None
+        self.generator.manual_seed(self.seed)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The base state plus the targets and the generator's state."""
+        return {**super().get_extra_state(), "rho": self.rho, "generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        super().set_extra_state(state)
+        self.rho = None if state["rho"] is None else state["rho"].clone()
+        self.generator.set_state(state["generator"])
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, seed={self.seed}"

@@ -1,0 +1,21 @@
+"""``mean``: equal weighting, the gradient of (1/T) Σ_t L_t (no surgery)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import Method
+
+__all__ = ["Mean"]
+
+
+class Mean(Method):
+    """Weights ``w_t = 1/T``: the combined update is the mean task gradient (LibMTL's ``EW``,
+    TorchJD's ``Mean``)."""
+
+    name = "mean"
+
+    def _weights(self, gram: Tensor) -> Tensor:
+        num_tasks = gram.shape[0]
+        return torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64)

@@ -1,0 +1,104 @@
+"""``pcgrad``: Projecting Conflicting Gradients (Yu et al. 2020, "Gradient Surgery for
+Multi-Task Learning", NeurIPS, arXiv:2001.06782, Algorithm 1).
+
+For every task i, g_i^PC starts at g_i and visits the other tasks j in a random order; whenever
+g_i^PC · g_j < 0 it is projected on the normal plane of the *original* g_j:
+
+    g_i^PC ← g_i^PC − (g_i^PC · g_j / ‖g_j‖²) g_j
+
+and the update is Σ_i g_i^PC. Each g_i^PC stays a linear combination Σ_k C_ik g_k of the original
+gradients, so every dot product the algorithm needs is (C G)_ij: the whole method runs on the
+T×T Gram matrix, never on the P-sized vectors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .base import Method
+
+__all__ = ["PCGrad", "pcgrad_weights", "random_orders"]
+
+
+def random_orders(num_tasks: int, generator: torch.Generator) -> Tensor:
+    """Draw one independent random permutation of ``range(num_tasks)`` per task.
+
+    Row ``i`` is the order in which task ``i`` visits the other tasks (its own index is in the
+    row and is skipped), as in Algorithm 1 of the paper where each task shuffles on its own.
+    """
+    keys = torch.rand((num_tasks, num_tasks), generator=generator, dtype=torch.float64)
+    return torch.argsort(keys, dim=1)
+
+
+def pcgrad_weights(gram: Tensor, order: Tensor) -> Tensor:
+    """PCGrad weights for a given visiting order.
+
+    Args:
+        gram: float64 Gram matrix ``(T, T)`` of the task gradients.
+        order: int64 ``(T, T)``; row ``i`` is a permutation of ``range(T)``, the order in which
+            task ``i`` is projected against the others (entry ``i`` is skipped).
+
+    Returns:
+        ``w`` of shape ``(T,)`` with ``w @ J = Σ_i g_i^PC``.
+
+    A task whose gradient is zero is never projected on (the projection is undefined and its
+    inner product with anything is 0, so PCGrad would not project anyway).
+    """
+    num_tasks = gram.shape[0]
+    coef = torch.eye(num_tasks, dtype=gram.dtype)
+    rows = torch.arange(num_tasks)
+    diag = gram.diagonal()
+    # Round r handles, for every task i at once, the r-th task in i's order: the rows of C are
+    # independent, so the T sequential visits of each task become T vectorised rounds.
+    for r in range(num_tasks):
+        j = order[:, r]
+        dot = (coef * gram[j]).sum(dim=1)  # g_i^PC · g_j = Σ_k C_ik G_kj
+        norm_sq = diag[j]
+        project = (j != rows) & (dot < 0) & (norm_sq > 0)
+        coef[rows, j] -= torch.where(project, dot / torch.where(norm_sq > 0, norm_sq, 1.0), 0.0)
+    return coef.sum(dim=0)
+
+
+class PCGrad(Method):
+    """PCGrad (Yu et al. 2020). The combined update is the *sum* of the projected gradients,
+    as in the paper; wrap with ``reduction="mean"`` in :class:`~gradsurg.GradSurgery` for the mean.
+
+    Args:
+        seed: seed of the method's own ``torch.Generator``, which draws the per-task random
+            orders; its state is part of ``state_dict()``, so a resumed run draws the same orders
+            as an uninterrupted one.
+
+    Permutation behaviour: relabelling the tasks and permuting the orders accordingly gives the
+    same combined update; with the generator's orders, a relabelled problem sees other orders.
+    """
+
+    name = "pcgrad"
+    stateful = True
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def _weights(self, gram: Tensor) -> Tensor:
+        return pcgrad_weights(gram, random_orders(gram.shape[0], self.generator))
+
+    def reset(self) -> None:
+        """Re-seed the generator with ``seed``."""
+        super().reset()
+        self.generator.manual_seed(self.seed)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The base state plus the generator's state."""
+        return {**super().get_extra_state(), "generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        super().set_extra_state(state)
+        self.generator.set_state(state["generator"])
+
+    def extra_repr(self) -> str:
+        return f"seed={self.seed}"

@@ -1,0 +1,20 @@
+"""``sum``: plain linear scalarisation, the gradient of Σ_t L_t (no surgery)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import Method
+
+__all__ = ["Sum"]
+
+
+class Sum(Method):
+    """Weights ``w_t = 1``: the combined update is ``Σ_t g_t``, what ``sum(losses).backward()``
+    gives. It is the baseline every surgery method is compared with."""
+
+    name = "sum"
+
+    def _weights(self, gram: Tensor) -> Tensor:
+        return torch.ones(gram.shape[0], dtype=torch.float64)

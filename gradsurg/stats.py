@@ -1,0 +1,78 @@
+"""What one surgery step saw: the Gram matrix, cosines, norms, weights and what was decided."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["SurgeryStats", "cosine_from_gram"]
+
+
+def cosine_from_gram(gram: Tensor) -> Tensor:
+    """Cosine-similarity matrix from a Gram matrix.
+
+    A zero gradient has cosine 0 with everything, itself included (rather than NaN), so that
+    logging and conflict counts stay finite when a task contributes nothing.
+    """
+    norms = gram.diagonal().clamp(min=0.0).sqrt()
+    denom = norms[:, None] * norms[None, :]
+    safe = torch.where(denom > 0, denom, torch.ones_like(denom))
+    return torch.where(denom > 0, gram / safe, torch.zeros_like(gram)).clamp(-1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class SurgeryStats:
+    """The record of one :meth:`GradSurgery.backward` call (all tensors float64 on the CPU).
+
+    Attributes:
+        task_names: the keys of the losses dict, or ``"0"``, ``"1"``, … for a list.
+        losses: ``(T,)`` detached loss values (before ``task_weights``).
+        gram: ``(T, T)`` Gram matrix of the task gradients of the shared parameters
+            (scaled by ``task_weights``).
+        weights: ``(T,)`` weights applied to the rows of J (after ``reduction``); zeros when the
+            step was skipped.
+        method: name of the method.
+        backend: kernel backend that ran the step.
+        skipped: whether the step was skipped because of non-finite gradients
+            (``nonfinite="skip"``); the next ``step()`` is then a no-op.
+        nonfinite_tasks: names of the tasks whose gradients had NaN or inf.
+    """
+
+    task_names: tuple[str, ...]
+    losses: Tensor
+    gram: Tensor
+    weights: Tensor
+    method: str
+    backend: str
+    skipped: bool = False
+    nonfinite_tasks: tuple[str, ...] = ()
+
+    @property
+    def norms(self) -> Tensor:
+        """``(T,)`` norms of the task gradients of the shared parameters."""
+        return self.gram.diagonal().clamp(min=0.0).sqrt()
+
+    @property
+    def cosine(self) -> Tensor:
+        """``(T, T)`` cosine similarities (0 where a gradient is zero)."""
+        return cosine_from_gram(self.gram)
+
+    @property
+    def num_conflicts(self) -> int:
+        """Number of task pairs ``i < j`` whose gradients conflict (negative inner product)."""
+        return int((self.gram.triu(diagonal=1) < 0).sum())
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain Python values for loggers (lists of floats, keyed by task name)."""
+        return {
+            "losses": dict(zip(self.task_names, self.losses.tolist())),
+            "weights": dict(zip(self.task_names, self.weights.tolist())),
+            "norms": dict(zip(self.task_names, self.norms.tolist())),
+            "cosine": self.cosine.tolist(),
+            "num_conflicts": self.num_conflicts,
+            "method": self.method,
+            "backend": self.backend,
+            "skipped": self.skipped,
+        }
