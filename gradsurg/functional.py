@@ -22,7 +22,11 @@ def _as_lists(grads: Grads) -> tuple[Tensor | None, list[list[Tensor]] | None]:
         if not grads.dtype.is_floating_point:
             raise ValueError(f"grads: expected a floating-point tensor, got {grads.dtype}")
         return grads.reshape(grads.shape[0], -1), None
-    if isinstance(grads, Sequence) and grads and all(isinstance(row, Sequence) for row in grads):
+    if (
+        isinstance(grads, Sequence)
+        and grads
+        and all(isinstance(row, Sequence) and all(isinstance(g, Tensor) for g in row) for row in grads)
+    ):
         lists = [list(row) for row in grads]
         shapes = [tuple(g.shape) for g in lists[0]]
         if not shapes:

@@ -1,0 +1,43 @@
+"""Shared fixtures: deterministic seeds and small multi-task models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+class SharedTrunk(torch.nn.Module):
+    """A shared trunk with one linear head per task: the smallest real MTL model."""
+
+    def __init__(self, num_tasks: int, d_in: int = 6, d_hidden: int = 10) -> None:
+        super().__init__()
+        self.trunk = torch.nn.Sequential(
+            torch.nn.Linear(d_in, d_hidden), torch.nn.Tanh(), torch.nn.Linear(d_hidden, d_hidden)
+        )
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(d_hidden, 1) for _ in range(num_tasks))
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        """One regression loss per task; y has one column per task."""
+        h = self.trunk(x)
+        return [((head(h).squeeze(-1) - y[:, t]) ** 2).mean() for t, head in enumerate(self.heads)]
+
+
+@pytest.fixture
+def make_model():
+    """Factory of seeded SharedTrunk models with data whose targets conflict."""
+
+    def make(num_tasks: int, seed: int = 0):
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        model = SharedTrunk(num_tasks)
+        x = torch.randn(8, 6, generator=gen)
+        # Opposite-signed targets make the tasks' trunk gradients conflict.
+        y = torch.randn(8, num_tasks, generator=gen) * torch.tensor([(-1.0) ** t for t in range(num_tasks)])
+        return model, x, y
+
+    return make
