@@ -14,9 +14,14 @@ Exact solution on G. At an optimum with s = ‖g_w*‖ > 0 the gradient of the o
 (1/u)(G w + u G 1/T) with u = s/c', which is the gradient of ½‖g_w + u g0‖² scaled by 1/u. So
 w* is the min-norm point of the convex hull of the shifted vectors g_t + u g0 — an exact Wolfe
 solve on a shifted Gram matrix — for the u solving ‖g_w(u)‖ = c' u, a one-dimensional root
-found by bracketing (the left end is ≥ 0, the right end ≤ 0; every root satisfies the KKT
-conditions of the convex problem, hence is optimal). When no positive root exists (c ≥ 1 and
-0 in the hull) the optimum is g_w* = 0 and d = g0.
+found by bracketing: every root satisfies the KKT conditions of the convex problem, hence is
+optimal. The bracket comes from halving u down from u_max = max‖g_t‖/c' (where the gap
+‖g_w(u)‖ − c'u is ≤ 0) until the gap turns positive. When 0 is in the hull, ‖g_w(u)‖/u is
+non-increasing (Zarantonello 1971, for projections onto a convex set containing the origin), so
+a gap that stays ≤ 0 down to tiny u means no positive root: g_w* = 0 is optimal (e.g. c ≥ 1,
+or −g0 pointing out of the hull at 0) and d = g0. Roots with ‖g_w*‖ below ``_ZERO_NORM`` ×
+max‖g_t‖ are treated as that case, like TorchJD's ``norm_eps``: below it the min-norm solves
+cannot resolve the direction of g_w*, on which d depends discontinuously.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from .base import Method
 __all__ = ["CAGrad", "cagrad_weights"]
 
 _ROOT_RTOL = 1e-14
+# ‖g_w*‖ / max‖g_t‖ below which g_w* counts as 0 (see the module docstring).
+_ZERO_NORM = 1e-5
 
 
 def _shifted_min_norm(gram: Tensor, a: Tensor, g0_sq: Tensor, u: float) -> tuple[Tensor, Tensor]:
@@ -60,35 +67,40 @@ def cagrad_weights(gram: Tensor, c: float, rescale: int = 1) -> Tensor:
         w, norm = _shifted_min_norm(gram, a, g0_sq, u)
         return float(norm) - radius * u, w, float(norm)
 
-    hi = float(gram.diagonal().max().sqrt()) / radius  # ‖g_w‖ ≤ max ‖g_t‖, so gap(hi) ≤ 0
-    lo = hi * 1e-12
-    f_lo, w, norm = gap(lo)
-    if f_lo <= 0.0:
-        # No positive root: g_w* = 0 is optimal (see module docstring).
-        return mean / factor
-    f_hi, w_hi, norm_hi = gap(hi)
+    largest = float(gram.diagonal().max().sqrt())
+    hi = largest / radius  # ‖g_w‖ ≤ max ‖g_t‖, so gap(hi) ≤ 0
+    f_hi, w, norm = gap(hi)
     if f_hi >= 0.0:
-        w, norm = w_hi, norm_hi
-    else:
-        # Illinois false position: superlinear on this monotone-near-the-root bracket, never
-        # leaves it.
-        side = 0
-        for _ in range(200):
-            u = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
-            f_u, w, norm = gap(u)
-            if abs(f_u) <= _ROOT_RTOL * radius * hi or hi - lo <= _ROOT_RTOL * hi:
-                break
-            if f_u > 0:
-                lo, f_lo = u, f_u
-                if side == 1:
-                    f_hi /= 2
-                side = 1
-            else:
-                hi, f_hi = u, f_u
-                if side == -1:
-                    f_lo /= 2
-                side = -1
-    if norm <= 0.0:
+        return (mean + (radius / norm) * w) / factor if norm > 0 else mean / factor
+    lo = hi
+    while True:
+        lo /= 2.0
+        if radius * lo < _ZERO_NORM * largest:
+            # No root with a resolvable ‖g_w*‖: g_w* = 0 (see the module docstring).
+            return mean / factor
+        f_lo, w, norm = gap(lo)
+        if f_lo > 0.0:
+            break
+        hi, f_hi = lo, f_lo
+    # Illinois false position on [lo, hi] (gap > 0 at lo, < 0 at hi): superlinear, never
+    # leaves the bracket.
+    side = 0
+    for _ in range(200):
+        u = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+        f_u, w, norm = gap(u)
+        if abs(f_u) <= _ROOT_RTOL * largest or hi - lo <= _ROOT_RTOL * hi:
+            break
+        if f_u > 0:
+            lo, f_lo = u, f_u
+            if side == 1:
+                f_hi /= 2
+            side = 1
+        else:
+            hi, f_hi = u, f_u
+            if side == -1:
+                f_lo /= 2
+            side = -1
+    if norm < _ZERO_NORM * largest:
         return mean / factor
     return (mean + (radius / norm) * w) / factor
 
