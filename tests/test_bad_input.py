@@ -147,7 +147,7 @@ def test_shared_parameters_on_several_dtypes():
     [
         ({"reduction": "avg"}, ValueError, r"reduction: expected one of \('sum', 'mean'\), got 'avg'"),
         ({"nonfinite": "ignore"}, ValueError, r"nonfinite: expected one of"),
-        ({"backend": "cuda9"}, ValueError, r"backend: unknown backend 'cuda9'; known backends: auto, torch"),
+        ({"backend": "cuda9"}, ValueError, r"backend: unknown backend 'cuda9'; known backends: auto, torch, cpp, triton, cuda"),
         ({"task_weights": ["x"]}, TypeError, r"task_weights: expected a sequence of numbers"),
         ({"task_weights": [1.0, float("nan")]}, ValueError, r"task_weights: weights must be finite"),
     ],

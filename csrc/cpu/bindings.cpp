@@ -1,0 +1,12 @@
+// Python bindings of the CPU kernels: the module gradsurg._C.
+#include <torch/extension.h>
+
+#include "ops.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "gradsurg CPU kernels: flatten, Gram (fp64 accumulation) and combine over J.";
+  m.def("gram", &gradsurg::gram, "G = J J^T in float64 for J of shape (T, P)");
+  m.def("gram_lists", &gradsurg::gram_lists, "G from per-task lists of per-parameter gradients");
+  m.def("combine_into", &gradsurg::combine_into, "out <- beta*out + w^T J, in place");
+  m.def("flatten_into", &gradsurg::flatten_into, "copy one task's gradients into its row of J");
+}
