@@ -12,13 +12,13 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=23" "setuptools>=64" wheel
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23" "setuptools>=77" wheel
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet --no-build-isolation -e ".[dev,examples]"
 	touch $@
 
 test: setup
-	$(BIN)/python -m pytest tests
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest tests
 
 toy: setup
 	$(BIN)/python examples/toy_conflict.py

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
 
-import pytest
-import torch
-from hypothesis import settings
+# Triton kernels run on CPU tensors under the interpreter, which triton reads when its jit
+# decorator runs: the variable must be set before anything imports triton.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+assert "triton" not in sys.modules or os.environ["TRITON_INTERPRET"] == "1", (
+    "triton was imported before tests/conftest.py set TRITON_INTERPRET=1"
+)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 # CI runs the property tests derandomized, so a landing never depends on the draw; local runs
 # keep exploring new examples.
