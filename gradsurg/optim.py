@@ -6,6 +6,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import copy
+
 import torch
 from torch import Tensor
 
@@ -17,6 +19,14 @@ from .methods import Method, resolve_method
 from .stats import SurgeryStats
 
 __all__ = ["GradSurgery"]
+
+
+def _check_dense(name: str, k: int, grad: Tensor) -> None:
+    if grad.is_sparse or grad.layout != torch.strided:
+        raise ValueError(
+            f"losses[{name!r}]: parameter {k} of the optimizer got a sparse gradient; "
+            "gradient surgery needs dense gradients (e.g. Embedding(sparse=False))"
+        )
 
 _REDUCTIONS = ("sum", "mean")
 _NONFINITE = ("raise", "skip")
@@ -86,6 +96,14 @@ class GradSurgery(torch.optim.Optimizer):
         check_task_weights_arg(task_weights)
         self.optimizer = optimizer
         self.method = resolve_method(method)
+        own = [p for p in self.method.parameters() if p.requires_grad]
+        if own:
+            # Learnable method quantities (uncertainty weighting's log-variances, …) are trained
+            # by the wrapped optimizer like any parameter.
+            present = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            missing = [p for p in own if id(p) not in present]
+            if missing:
+                optimizer.add_param_group({"params": missing})
         self.reduction = reduction
         self.backend = backend
         self.nonfinite = nonfinite
@@ -146,9 +164,9 @@ class GradSurgery(torch.optim.Optimizer):
         if self._skip_next_step:
             self._skip_next_step = False
             return None
-        if closure is None:
-            return self.optimizer.step()
-        return self.optimizer.step(closure)
+        result = self.optimizer.step() if closure is None else self.optimizer.step(closure)
+        self.method.after_step()
+        return result
 
     def state_dict(self) -> dict[str, Any]:
         """The wrapped optimizer's ``state_dict()`` plus a ``"gradsurg"`` entry with the method's
@@ -223,7 +241,7 @@ class GradSurgery(torch.optim.Optimizer):
 
         Args:
             losses: T scalar losses, as a list/tuple or a dict ``name → loss``.
-            retain_graph: keep the autograd graph after the last task's backward.
+            retain_graph: keep the autograd graph after the last backward pass.
 
         Returns:
             A :class:`SurgeryStats` with the Gram matrix, cosines, norms, weights and decisions.
@@ -236,65 +254,74 @@ class GradSurgery(torch.optim.Optimizer):
             state are as before the call.
         """
         names, scalars = normalise_losses(losses)
-        num_tasks = len(scalars)
         alphas = normalise_task_weights(self.task_weights, names)
-        self.method.check_num_tasks(num_tasks)
-
+        self.method.check_num_tasks(len(scalars))
         params = self._parameters()
         index = {id(p): k for k, p in enumerate(params)}
+        reached = [sorted(reached_parameters(loss, index)) for loss in scalars]
+        for name, r in zip(names, reached):
+            if not r:
+                raise ValueError(f"losses[{name!r}]: reaches none of the wrapped optimizer's parameters")
         if self._shared is None:
-            reached = [sorted(reached_parameters(loss, index)) for loss in scalars]
-            for name, r in zip(names, reached):
-                if not r:
-                    raise ValueError(
-                        f"losses[{name!r}]: reaches none of the wrapped optimizer's parameters"
-                    )
             counts: dict[int, int] = {}
             for r in reached:
                 for k in r:
                     counts[k] = counts.get(k, 0) + 1
             shared_idx = [k for k in sorted(counts) if counts[k] >= 2]
-            inputs = [[params[k] for k in r] for r in reached]
-            positions = reached
         else:
             shared_idx = [index[id(p)] for p in self._shared]
-            inputs = [params] * num_tasks
-            positions = [list(range(len(params)))] * num_tasks
+        saved = copy.deepcopy(self.method.state_dict()) if self.method.stateful else None
+        try:
+            if self.method.kind in ("loss", "double_backward"):
+                return self._backward_objective(names, scalars, alphas, params, reached, shared_idx, retain_graph)
+            return self._backward_surgery(names, scalars, alphas, params, reached, shared_idx, retain_graph)
+        except BaseException:
+            # Whatever failed, the method's state is as it was (a stateful objective may have
+            # advanced it before the failure).
+            if saved is not None:
+                self.method.load_state_dict(saved)
+            raise
+
+    def _backward_surgery(
+        self,
+        names: list[str],
+        scalars: list[Tensor],
+        alphas: list[float],
+        params: list[Tensor],
+        reached: list[list[int]],
+        shared_idx: list[int],
+        retain_graph: bool,
+    ) -> SurgeryStats:
+        num_tasks = len(scalars)
         shared = [params[k] for k in shared_idx]
         slot = {k: s for s, k in enumerate(shared_idx)}
-
         buffer = self._buffer_for(shared, num_tasks)
         kernels = get_backend(self.backend, shared[0].device if shared else params[0].device)
+        if self._shared is not None:
+            # Declared shared parameters a task does not reach get a zero row segment.
+            reached = [sorted(set(r) | set(shared_idx)) for r in reached]
 
         specific: dict[int, Tensor] = {}
         finite_specific: list[Tensor] = []
         for t, (name, loss) in enumerate(zip(names, scalars)):
             grads = torch.autograd.grad(
                 loss,
-                inputs[t],
+                [params[k] for k in reached[t]],
                 grad_outputs=torch.full_like(loss, alphas[t]),
                 retain_graph=retain_graph or t < num_tasks - 1,
                 allow_unused=True,
             )
             row: list[Tensor | None] = [None] * len(shared)
             flags = []
-            any_reached = False
-            for k, g in zip(positions[t], grads):
+            for k, g in zip(reached[t], grads):
                 if g is None:
                     continue
-                any_reached = True
-                if g.is_sparse or g.layout != torch.strided:
-                    raise ValueError(
-                        f"losses[{name!r}]: parameter {k} of the optimizer got a sparse gradient; "
-                        "gradient surgery needs dense gradients (e.g. Embedding(sparse=False))"
-                    )
+                _check_dense(name, k, g)
                 if k in slot:
                     row[slot[k]] = g
                 else:
                     flags.append(torch.isfinite(g).all())
                     specific[k] = g if k not in specific else specific[k] + g
-            if not any_reached:
-                raise ValueError(f"losses[{name!r}]: reaches none of the wrapped optimizer's parameters")
             finite_specific.append(torch.stack(flags).all() if flags else loss.new_ones((), dtype=torch.bool))
             if buffer is not None:
                 kernels.flatten_into(buffer.rows[t], row)
@@ -308,31 +335,23 @@ class GradSurgery(torch.optim.Optimizer):
         gram = gram.cpu()
         finite = torch.isfinite(gram.diagonal()) & torch.stack(finite_specific).cpu()
         loss_values = torch.stack([loss.detach().to(torch.float64) for loss in scalars]).cpu()
-        bad = [n for n, ok in zip(names, finite.tolist()) if not ok]
-        if bad:
-            if self.nonfinite == "raise":
-                raise FloatingPointError(
-                    f"losses: non-finite gradients for task(s) {bad}; nothing was changed "
-                    "(pass nonfinite='skip' to skip such steps)"
-                )
-            self._skip_next_step = True
-            return SurgeryStats(
-                task_names=tuple(names),
-                losses=loss_values,
-                gram=gram,
-                weights=torch.zeros(num_tasks, dtype=torch.float64),
-                method=self.method.name,
-                backend=kernels.NAME,
-                skipped=True,
-                nonfinite_tasks=tuple(bad),
-            )
+        skipped = self._check_finite(names, finite, loss_values, gram, kernels.NAME)
+        if skipped is not None:
+            return skipped
 
-        weights = self.method.weights(gram)
-        if self.reduction == "mean":
-            weights = weights / num_tasks
-        if buffer is not None:
-            self._write_shared(buffer, kernels, weights)
-        self._write_specific(params, specific, 1.0 / num_tasks if self.reduction == "mean" else 1.0)
+        scale = 1.0 / num_tasks if self.reduction == "mean" else 1.0
+        if self.method.kind == "matrix":
+            weights = torch.full((num_tasks,), float("nan"), dtype=torch.float64)
+            if buffer is not None:
+                self._write_shared(buffer, lambda beta: self.method.combine_into(buffer.flat, buffer.matrix, beta=beta))
+                if scale != 1.0:
+                    for p in buffer.params:
+                        p.grad.mul_(scale)
+        else:
+            weights = self.method.weights(gram, losses=loss_values) * scale
+            if buffer is not None:
+                self._write_shared(buffer, lambda beta: kernels.combine_into(buffer.flat, buffer.matrix, weights, beta=beta))
+        self._write_specific(params, specific, scale)
         self._skip_next_step = False
         return SurgeryStats(
             task_names=tuple(names),
@@ -343,6 +362,82 @@ class GradSurgery(torch.optim.Optimizer):
             backend=kernels.NAME,
         )
 
+    def _backward_objective(
+        self,
+        names: list[str],
+        scalars: list[Tensor],
+        alphas: list[float],
+        params: list[Tensor],
+        reached: list[list[int]],
+        shared_idx: list[int],
+        retain_graph: bool,
+    ) -> SurgeryStats:
+        # Loss-space methods and the cosine regulariser: one objective, one (possibly double)
+        # backward, ordinary gradients for every parameter it reaches.
+        num_tasks = len(scalars)
+        scaled = torch.stack([loss * alpha for loss, alpha in zip(scalars, alphas)])
+        gram = None
+        if self.method.kind == "double_backward":
+            objective, gram = self.method.objective(scaled, [params[k] for k in shared_idx])
+            gram = gram.detach().to(device="cpu", dtype=torch.float64)
+        else:
+            objective = self.method.objective(scaled)
+        positions = sorted(set().union(*reached) | {k for k, p in enumerate(params) if any(p is q for q in self.method.parameters())})
+        grads = torch.autograd.grad(objective, [params[k] for k in positions], retain_graph=retain_graph, allow_unused=True)
+        specific: dict[int, Tensor] = {}
+        for k, g in zip(positions, grads):
+            if g is not None:
+                _check_dense(names[0] if num_tasks == 1 else "objective", k, g)
+                specific[k] = g
+        flags = [torch.isfinite(g).all() for g in specific.values()]
+        loss_values = torch.stack([loss.detach().to(torch.float64) for loss in scalars]).cpu()
+        if flags and not bool(torch.stack(flags).all()):
+            # Name the tasks whose loss (or gradient norm) is non-finite; if none is, the
+            # objective itself overflowed and every task is named.
+            finite = torch.isfinite(loss_values)
+            if gram is not None:
+                finite &= torch.isfinite(gram.diagonal())
+            if finite.all():
+                finite = torch.zeros_like(finite)
+            return self._check_finite(names, finite, loss_values, gram, "torch")
+        scale = 1.0 / num_tasks if self.reduction == "mean" else 1.0
+        self._write_specific(params, specific, scale)
+        last = getattr(self.method, "last_weights", None)
+        weights = last * scale if last is not None else torch.full((num_tasks,), float("nan"), dtype=torch.float64)
+        self._skip_next_step = False
+        return SurgeryStats(
+            task_names=tuple(names),
+            losses=loss_values,
+            gram=gram,
+            weights=weights,
+            method=self.method.name,
+            backend="torch",
+        )
+
+    def _check_finite(
+        self, names: list[str], finite: Tensor, loss_values: Tensor, gram: Tensor | None, backend: str
+    ) -> SurgeryStats | None:
+        """Raise or report a skipped step if any task is non-finite; None if all are finite."""
+        bad = [n for n, ok in zip(names, finite.tolist()) if not ok]
+        if not bad:
+            return None
+        if self.nonfinite == "raise":
+            raise FloatingPointError(
+                f"losses: non-finite gradients for task(s) {bad}; nothing was changed "
+                "(pass nonfinite='skip' to skip such steps)"
+            )
+        self._skip_next_step = True
+        return SurgeryStats(
+            task_names=tuple(names),
+            losses=loss_values,
+            gram=gram,
+            weights=torch.zeros(len(names), dtype=torch.float64),
+            method=self.method.name,
+            backend=backend,
+            skipped=True,
+            nonfinite_tasks=tuple(bad),
+        )
+
     def _buffer_for(self, shared: list[Tensor], num_tasks: int) -> GradBuffer | None:
         if not shared:
             return None
@@ -351,10 +446,10 @@ class GradSurgery(torch.optim.Optimizer):
         return self._buffer
 
     @staticmethod
-    def _write_shared(buffer: GradBuffer, kernels: Any, weights: Tensor) -> None:
-        # .grad of the shared parameters become views of the buffer's flat vector, so wᵀJ is
-        # written once, in place. Existing gradients are brought into the flat vector first so
-        # that the combine can accumulate like Tensor.backward does.
+    def _write_shared(buffer: GradBuffer, combine: Callable[[float], None]) -> None:
+        # .grad of the shared parameters become views of the buffer's flat vector, so the
+        # combination is written once, in place. Existing gradients are brought into the flat
+        # vector first so that the combine can accumulate like Tensor.backward does.
         accumulate = any(p.grad is not None for p in buffer.params)
         if accumulate:
             for k, p in enumerate(buffer.params):
@@ -362,7 +457,7 @@ class GradSurgery(torch.optim.Optimizer):
                     buffer.grads[k].zero_()
                 elif not buffer.owns_grad(k, p.grad):
                     buffer.grads[k].copy_(p.grad)
-        kernels.combine_into(buffer.flat, buffer.matrix, weights, beta=1.0 if accumulate else 0.0)
+        combine(1.0 if accumulate else 0.0)
         for k, p in enumerate(buffer.params):
             p.grad = buffer.grads[k]
 

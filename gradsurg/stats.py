@@ -30,9 +30,11 @@ class SurgeryStats:
         task_names: the keys of the losses dict, or ``"0"``, ``"1"``, … for a list.
         losses: ``(T,)`` detached loss values (before ``task_weights``).
         gram: ``(T, T)`` Gram matrix of the task gradients of the shared parameters
-            (scaled by ``task_weights``).
-        weights: ``(T,)`` weights applied to the rows of J (after ``reduction``); zeros when the
-            step was skipped.
+            (scaled by ``task_weights``); None for loss-space methods, which compute no per-task
+            gradients.
+        weights: ``(T,)`` weights applied to the rows of J (after ``reduction``), or to the
+            losses for loss-space methods; NaN for methods that combine elementwise (GradDrop);
+            zeros when the step was skipped.
         method: name of the method.
         backend: kernel backend that ran the step.
         skipped: whether the step was skipped because of non-finite gradients
@@ -42,7 +44,7 @@ class SurgeryStats:
 
     task_names: tuple[str, ...]
     losses: Tensor
-    gram: Tensor
+    gram: Tensor | None
     weights: Tensor
     method: str
     backend: str
@@ -50,27 +52,28 @@ class SurgeryStats:
     nonfinite_tasks: tuple[str, ...] = ()
 
     @property
-    def norms(self) -> Tensor:
-        """``(T,)`` norms of the task gradients of the shared parameters."""
-        return self.gram.diagonal().clamp(min=0.0).sqrt()
+    def norms(self) -> Tensor | None:
+        """``(T,)`` norms of the task gradients of the shared parameters (None without a Gram)."""
+        return None if self.gram is None else self.gram.diagonal().clamp(min=0.0).sqrt()
 
     @property
-    def cosine(self) -> Tensor:
-        """``(T, T)`` cosine similarities (0 where a gradient is zero)."""
-        return cosine_from_gram(self.gram)
+    def cosine(self) -> Tensor | None:
+        """``(T, T)`` cosine similarities, 0 where a gradient is zero (None without a Gram)."""
+        return None if self.gram is None else cosine_from_gram(self.gram)
 
     @property
-    def num_conflicts(self) -> int:
-        """Number of task pairs ``i < j`` whose gradients conflict (negative inner product)."""
-        return int((self.gram.triu(diagonal=1) < 0).sum())
+    def num_conflicts(self) -> int | None:
+        """Task pairs ``i < j`` whose gradients conflict (negative inner product; None without a Gram)."""
+        return None if self.gram is None else int((self.gram.triu(diagonal=1) < 0).sum())
 
     def as_dict(self) -> dict[str, object]:
         """Plain Python values for loggers (lists of floats, keyed by task name)."""
+        norms, cosine = self.norms, self.cosine
         return {
             "losses": dict(zip(self.task_names, self.losses.tolist())),
             "weights": dict(zip(self.task_names, self.weights.tolist())),
-            "norms": dict(zip(self.task_names, self.norms.tolist())),
-            "cosine": self.cosine.tolist(),
+            "norms": None if norms is None else dict(zip(self.task_names, norms.tolist())),
+            "cosine": None if cosine is None else cosine.tolist(),
             "num_conflicts": self.num_conflicts,
             "method": self.method,
             "backend": self.backend,

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Method"]
+__all__ = ["LossWeighting", "MatrixMethod", "Method"]
 
 
 class Method(nn.Module):
@@ -35,18 +35,26 @@ class Method(nn.Module):
     #: Whether that state is shaped by the number of tasks (GradVac's T×T targets), so the
     #: task count may not change between steps without :meth:`reset`.
     tied_to_num_tasks: ClassVar[bool] = False
+    #: How the method enters a step. ``"gram"``: weights from G (this class). ``"matrix"``: it
+    #: needs J itself (:class:`MatrixMethod`, e.g. GradDrop). ``"loss"``: it needs no per-task
+    #: gradients at all (:class:`LossWeighting`). ``"double_backward"``: it differentiates
+    #: through the task gradients (``cosreg``).
+    kind: ClassVar[str] = "gram"
+    #: Whether :meth:`weights` needs the task losses too (e.g. DB-MTL's log-loss scaling).
+    needs_losses: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
         self._num_tasks: int | None = None
 
     @torch.no_grad()
-    def weights(self, gram: Tensor, /) -> Tensor:
+    def weights(self, gram: Tensor, /, losses: Tensor | None = None) -> Tensor:
         """Return the task weights for the Gram matrix ``gram``.
 
         Args:
             gram: symmetric positive semi-definite matrix of shape ``(T, T)``; it is converted to
                 float64 on the CPU (the methods solve tiny problems where host code is fastest).
+            losses: the ``(T,)`` task losses, for methods with ``needs_losses`` (others ignore it).
 
         Returns:
             A float64 CPU tensor of shape ``(T,)``.
@@ -62,7 +70,12 @@ class Method(nn.Module):
             raise ValueError("gram: expected at least one task, got a (0, 0) matrix")
         gram = gram.detach().to(device="cpu", dtype=torch.float64)
         self.check_num_tasks(gram.shape[0])
-        w = self._weights(gram)
+        if self.needs_losses:
+            if losses is None or losses.numel() != gram.shape[0]:
+                raise ValueError(f"losses: {type(self).__name__} needs the {gram.shape[0]} task losses")
+            w = self._weights(gram, losses.detach().to(device="cpu", dtype=torch.float64).reshape(-1))
+        else:
+            w = self._weights(gram)
         if self.tied_to_num_tasks:
             self._num_tasks = gram.shape[0]
         return w
@@ -76,8 +89,12 @@ class Method(nn.Module):
                 "over with a different number of tasks."
             )
 
-    def _weights(self, gram: Tensor) -> Tensor:
+    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Called by :meth:`GradSurgery.step` after the wrapped optimizer stepped (renormalising
+        learnable weights, say); nothing by default."""
 
     def reset(self) -> None:
         """Forget all state (stateless methods: nothing to do)."""
@@ -93,3 +110,54 @@ class Method(nn.Module):
 
     def extra_repr(self) -> str:
         return ""
+
+
+class MatrixMethod(Method):
+    """A method that needs the per-task gradients themselves, not only their Gram matrix
+    (elementwise rules such as GradDrop's sign purity).
+
+    Subclasses implement :meth:`combine_into`; :meth:`weights` is not defined for them and the
+    step reports NaN weights.
+    """
+
+    kind = "matrix"
+
+    def combine_into(self, out: Tensor, matrix: Tensor, *, beta: float = 0.0) -> None:
+        """Write ``beta·out + aggregate(J)`` into the flat ``out`` (shape ``(P,)``) in place."""
+        raise NotImplementedError
+
+    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
+        raise TypeError(f"{type(self).__name__} works on the gradients themselves, not on G; use combine_into")
+
+
+class LossWeighting(Method):
+    """A loss-space method: it turns the T task losses into one objective, so a step needs one
+    ordinary backward instead of T (no per-task gradients, no Gram matrix).
+
+    Subclasses implement :meth:`loss_weights` (the default objective is ``Σ_t w_t L_t`` with
+    those weights, treated as constants) or override :meth:`objective` (uncertainty weighting,
+    geometric mean, …). Learnable quantities are ``nn.Parameter`` s of the method;
+    :class:`~gradsurg.GradSurgery` adds them to the wrapped optimizer as a parameter group.
+    :meth:`after_step` runs after each optimizer step (for renormalisations). An overridden
+    :meth:`objective` sets ``last_weights`` (the effective ``∂objective/∂L_t``) for the stats.
+    """
+
+    kind = "loss"
+    #: Weights of the last :meth:`objective`, reported in :class:`~gradsurg.SurgeryStats`.
+    last_weights: Tensor | None = None
+
+    def loss_weights(self, losses: Tensor) -> Tensor:
+        """``(T,)`` float64 weights from the detached ``(T,)`` losses (advances any state)."""
+        raise NotImplementedError
+
+    def objective(self, losses: Tensor) -> Tensor:
+        """The scalar to differentiate, from the ``(T,)`` losses (with their graph)."""
+        self.check_num_tasks(losses.numel())
+        w = self.loss_weights(losses.detach().to(torch.float64))
+        if self.tied_to_num_tasks:
+            self._num_tasks = losses.numel()
+        self.last_weights = w.detach().to(device="cpu", dtype=torch.float64)
+        return (w.to(device=losses.device, dtype=losses.dtype) * losses).sum()
+
+    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
+        raise TypeError(f"{type(self).__name__} weights losses, not gradients; use loss_weights")

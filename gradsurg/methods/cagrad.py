@@ -128,7 +128,7 @@ class CAGrad(Method):
         self.c = float(c)
         self.rescale = int(rescale)
 
-    def _weights(self, gram: Tensor) -> Tensor:
+    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         return cagrad_weights(gram, self.c, self.rescale)
 
     def extra_repr(self) -> str:

@@ -93,7 +93,7 @@ class GradVac(Method):
         self.generator = torch.Generator().manual_seed(self.seed)
         self.rho: Tensor | None = None
 
-    def _weights(self, gram: Tensor) -> Tensor:
+    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         num_tasks = gram.shape[0]
         rho = self.rho if self.rho is not None else torch.zeros(num_tasks, num_tasks, dtype=torch.float64)
         w, self.rho = gradvac_weights(gram, random_orders(num_tasks, self.generator), rho, self.beta)

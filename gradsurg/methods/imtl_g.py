@@ -64,5 +64,5 @@ class IMTLG(Method):
 
     name = "imtl_g"
 
-    def _weights(self, gram: Tensor) -> Tensor:
+    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         return imtl_g_weights(gram)

@@ -16,6 +16,6 @@ class Mean(Method):
 
     name = "mean"
 
-    def _weights(self, gram: Tensor) -> Tensor:
+    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         num_tasks = gram.shape[0]
         return torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64)

@@ -30,5 +30,5 @@ class MGDA(Method):
 
     name = "mgda"
 
-    def _weights(self, gram: Tensor) -> Tensor:
+    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         return min_norm_weights(gram)

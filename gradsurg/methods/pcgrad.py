@@ -83,7 +83,7 @@ class PCGrad(Method):
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
 
-    def _weights(self, gram: Tensor) -> Tensor:
+    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         return pcgrad_weights(gram, random_orders(gram.shape[0], self.generator))
 
     def reset(self) -> None:

@@ -1,28 +1,56 @@
-"""Method names → classes, and the lookup used by every public entry point."""
+"""Method names → classes, and the lookup used by every public entry point.
+
+Every module of this package that defines a :class:`Method` subclass with a ``name`` registers
+it: adding a method is adding one file.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 from typing import Any
 
-from .base import Method
-from .cagrad import CAGrad
-from .gradvac import GradVac
-from .imtl_g import IMTLG
-from .mean import Mean
-from .mgda import MGDA
-from .pcgrad import PCGrad
-from .sum import Sum
+from .base import LossWeighting, MatrixMethod, Method
 
-__all__ = ["available_methods", "get_method", "resolve_method"]
+__all__ = ["available_methods", "get_method", "method_class", "resolve_method"]
 
-_METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (Sum, Mean, PCGrad, GradVac, CAGrad, MGDA, IMTLG)
-}
+# The classic methods first, in the order users meet them; the rest alphabetically.
+_FIRST = ("sum", "mean", "pcgrad", "gradvac", "cagrad", "mgda", "imtl_g")
+_BASES = (Method, MatrixMethod, LossWeighting)
+_METHODS: dict[str, type[Method]] = {}
+
+
+def _discover() -> dict[str, type[Method]]:
+    if not _METHODS:
+        package = importlib.import_module(__package__)
+        found: dict[str, type[Method]] = {}
+        for info in pkgutil.iter_modules(package.__path__):
+            if info.name.startswith("_") or info.name in ("base", "registry"):
+                continue
+            module = importlib.import_module(f"{__package__}.{info.name}")
+            for _, cls in inspect.getmembers(module, inspect.isclass):
+                if issubclass(cls, Method) and cls not in _BASES and cls.name and cls.__module__ == module.__name__:
+                    if cls.name in found and found[cls.name] is not cls:
+                        raise RuntimeError(f"two methods are named {cls.name!r}")
+                    found[cls.name] = cls
+        order = [n for n in _FIRST if n in found] + sorted(n for n in found if n not in _FIRST)
+        _METHODS.update((n, found[n]) for n in order)
+    return _METHODS
 
 
 def available_methods() -> list[str]:
     """Names accepted by :func:`get_method`, ``GradSurgery(method=...)`` and :func:`aggregate`."""
-    return list(_METHODS)
+    return list(_discover())
+
+
+def method_class(name: str) -> type[Method]:
+    """The class registered as ``name`` (``ValueError`` listing the known names otherwise)."""
+    methods = _discover()
+    try:
+        return methods[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"method: unknown method {name!r}; known methods: {', '.join(methods)}") from None
 
 
 def get_method(name: str, /, **kwargs: Any) -> Method:
@@ -34,13 +62,7 @@ def get_method(name: str, /, **kwargs: Any) -> Method:
     Raises:
         ValueError: unknown ``name`` (the message lists the known ones).
     """
-    try:
-        cls = _METHODS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"method: unknown method {name!r}; known methods: {', '.join(_METHODS)}"
-        ) from None
-    return cls(**kwargs)
+    return method_class(name)(**kwargs)
 
 
 def resolve_method(method: str | Method) -> Method:
@@ -49,6 +71,4 @@ def resolve_method(method: str | Method) -> Method:
         return method
     if isinstance(method, str):
         return get_method(method)
-    raise TypeError(
-        f"method: expected a method name or a gradsurg Method, got {type(method).__name__}"
-    )
+    raise TypeError(f"method: expected a method name or a gradsurg Method, got {type(method).__name__}")

@@ -16,5 +16,5 @@ class Sum(Method):
 
     name = "sum"
 
-    def _weights(self, gram: Tensor) -> Tensor:
+    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         return torch.ones(gram.shape[0], dtype=torch.float64)
