@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml Makefile setup.py $(wildcard csrc/cpu/*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23" "setuptools>=77" wheel
 	$(BIN)/python -m pip install --quiet $(TORCH)
