@@ -53,6 +53,14 @@ def min_norm_weights(gram: Tensor, max_iter: int | None = None) -> Tensor:
     scale = gram.diagonal().max()
     if not scale > 0:
         return torch.full((num_tasks,), 1.0 / num_tasks, dtype=gram.dtype)
+    if num_tasks == 2:
+        # Two vertices: the minimiser of ‖γ g_1 + (1−γ) g_2‖² on the segment has the closed form
+        # γ = (G_22 − G_12) / ‖g_1 − g_2‖², clipped to [0, 1] (Sener & Koltun 2018, Alg. 1).
+        diff = gram[0, 0] + gram[1, 1] - 2 * gram[0, 1]
+        if not diff > 0:  # g_1 = g_2: every point of the segment is the same vector
+            return torch.full((2,), 0.5, dtype=gram.dtype)
+        gamma = ((gram[1, 1] - gram[0, 1]) / diff).clamp(0.0, 1.0)
+        return torch.stack([gamma, 1 - gamma])
     g = gram / scale
     w = torch.zeros(num_tasks, dtype=g.dtype)
     first = int(torch.argmin(g.diagonal()))
