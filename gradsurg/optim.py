@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -19,6 +20,19 @@ from .methods import Method, resolve_method
 from .stats import SurgeryStats
 
 __all__ = ["GradSurgery"]
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What :meth:`GradSurgery.backward` established before choosing the method's path."""
+
+    names: list[str]
+    scalars: list[Tensor]
+    alphas: list[float]
+    params: list[Tensor]
+    reached: list[list[int]]  # per task, positions in params of the parameters it reaches
+    shared_idx: list[int]  # positions in params of the shared parameters
+    retain_graph: bool
 
 
 def _check_dense(name: str, k: int, grad: Tensor) -> None:
@@ -271,10 +285,11 @@ class GradSurgery(torch.optim.Optimizer):
         else:
             shared_idx = [index[id(p)] for p in self._shared]
         saved = copy.deepcopy(self.method.state_dict()) if self.method.stateful else None
+        step = _Step(names, scalars, alphas, params, reached, shared_idx, retain_graph)
         try:
             if self.method.kind in ("loss", "double_backward"):
-                return self._backward_objective(names, scalars, alphas, params, reached, shared_idx, retain_graph)
-            return self._backward_surgery(names, scalars, alphas, params, reached, shared_idx, retain_graph)
+                return self._backward_objective(step)
+            return self._backward_surgery(step)
         except BaseException:
             # Whatever failed, the method's state is as it was (a stateful objective may have
             # advanced it before the failure).
@@ -282,16 +297,9 @@ class GradSurgery(torch.optim.Optimizer):
                 self.method.load_state_dict(saved)
             raise
 
-    def _backward_surgery(
-        self,
-        names: list[str],
-        scalars: list[Tensor],
-        alphas: list[float],
-        params: list[Tensor],
-        reached: list[list[int]],
-        shared_idx: list[int],
-        retain_graph: bool,
-    ) -> SurgeryStats:
+    def _backward_surgery(self, step: _Step) -> SurgeryStats:
+        names, scalars, alphas, params = step.names, step.scalars, step.alphas, step.params
+        reached, shared_idx, retain_graph = step.reached, step.shared_idx, step.retain_graph
         num_tasks = len(scalars)
         shared = [params[k] for k in shared_idx]
         slot = {k: s for s, k in enumerate(shared_idx)}
@@ -362,18 +370,11 @@ class GradSurgery(torch.optim.Optimizer):
             backend=kernels.NAME,
         )
 
-    def _backward_objective(
-        self,
-        names: list[str],
-        scalars: list[Tensor],
-        alphas: list[float],
-        params: list[Tensor],
-        reached: list[list[int]],
-        shared_idx: list[int],
-        retain_graph: bool,
-    ) -> SurgeryStats:
+    def _backward_objective(self, step: _Step) -> SurgeryStats:
         # Loss-space methods and the cosine regulariser: one objective, one (possibly double)
         # backward, ordinary gradients for every parameter it reaches.
+        names, scalars, alphas, params = step.names, step.scalars, step.alphas, step.params
+        reached, shared_idx, retain_graph = step.reached, step.shared_idx, step.retain_graph
         num_tasks = len(scalars)
         scaled = torch.stack([loss * alpha for loss, alpha in zip(scalars, alphas)])
         gram = None
