@@ -11,7 +11,9 @@ import gradsurg
 from gradsurg import GradSurgery
 from gradsurg.kernels import cpp
 
-METHODS = gradsurg.available_methods()
+# Methods whose step is "weights from G, then w @ J": the hand computation below applies to them.
+METHODS = [n for n in gradsurg.available_methods() if gradsurg.methods.method_class(n).kind == "gram"
+           and n in ("sum", "mean", "pcgrad", "gradvac", "cagrad", "mgda", "imtl_g")]
 
 
 def hand_gradients(model, x, y, method, task_weights=None, reduction="sum"):
