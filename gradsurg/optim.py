@@ -383,14 +383,21 @@ class GradSurgery(torch.optim.Optimizer):
             gram = gram.detach().to(device="cpu", dtype=torch.float64)
         else:
             objective = self.method.objective(scaled)
-        positions = sorted(set().union(*reached) | {k for k, p in enumerate(params) if any(p is q for q in self.method.parameters())})
-        grads = torch.autograd.grad(objective, [params[k] for k in positions], retain_graph=retain_graph, allow_unused=True)
+        # Learnable method parameters created lazily (at the first objective) join the wrapped
+        # optimizer once this step has succeeded.
+        known = {id(p): k for k, p in enumerate(params)}
+        method_params = [p for p in self.method.parameters() if p.requires_grad]
+        fresh = [p for p in method_params if id(p) not in known]
+        positions = sorted(set().union(*reached) | {known[id(p)] for p in method_params if id(p) in known})
+        inputs = [params[k] for k in positions] + fresh
+        grads = torch.autograd.grad(objective, inputs, retain_graph=retain_graph, allow_unused=True)
         specific: dict[int, Tensor] = {}
         for k, g in zip(positions, grads):
             if g is not None:
-                _check_dense(names[0] if num_tasks == 1 else "objective", k, g)
+                _check_dense("objective", k, g)
                 specific[k] = g
-        flags = [torch.isfinite(g).all() for g in specific.values()]
+        fresh_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(fresh, grads[len(positions):])]
+        flags = [torch.isfinite(g).all() for g in [*specific.values(), *fresh_grads]]
         loss_values = torch.stack([loss.detach().to(torch.float64) for loss in scalars]).cpu()
         if flags and not bool(torch.stack(flags).all()):
             # Name the tasks whose loss (or gradient norm) is non-finite; if none is, the
@@ -403,6 +410,10 @@ class GradSurgery(torch.optim.Optimizer):
             return self._check_finite(names, finite, loss_values, gram, "torch")
         scale = 1.0 / num_tasks if self.reduction == "mean" else 1.0
         self._write_specific(params, specific, scale)
+        if fresh:
+            self.optimizer.add_param_group({"params": fresh})
+            for p, g in zip(fresh, fresh_grads):
+                p.grad = g * scale
         last = getattr(self.method, "last_weights", None)
         weights = last * scale if last is not None else torch.full((num_tasks,), float("nan"), dtype=torch.float64)
         self._skip_next_step = False
