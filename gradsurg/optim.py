@@ -288,14 +288,18 @@ class GradSurgery(torch.optim.Optimizer):
         step = _Step(names, scalars, alphas, params, reached, shared_idx, retain_graph)
         try:
             if self.method.kind in ("loss", "double_backward"):
-                return self._backward_objective(step)
-            return self._backward_surgery(step)
+                stats = self._backward_objective(step)
+            else:
+                stats = self._backward_surgery(step)
         except BaseException:
             # Whatever failed, the method's state is as it was (a stateful objective may have
             # advanced it before the failure).
             if saved is not None:
                 self.method.load_state_dict(saved)
             raise
+        if stats.skipped and saved is not None:
+            self.method.load_state_dict(saved)
+        return stats
 
     def _backward_surgery(self, step: _Step) -> SurgeryStats:
         names, scalars, alphas, params = step.names, step.scalars, step.alphas, step.params
