@@ -1,0 +1,72 @@
+"""``config``: ConFIG, Conflict-Free Inverse Gradients (Liu et al., "ConFIG: Towards
+Conflict-free Training of Physics Informed Neural Networks", ICLR 2025, arXiv:2408.11104, Eq. 2).
+
+With the unit task gradients u_i = g_i/‖g_i‖ stacked in U (T×P), ConFIG takes the direction
+whose cosine with every u_i is the same positive number,
+
+    d_u = pinv(U) 1 / ‖pinv(U) 1‖,
+
+and gives it the length of the sum of the projections of the task gradients on it:
+
+    d = (Σ_i g_iᵀ d_u) d_u.
+
+From G alone: with D = diag(‖g_i‖), U = D⁻¹ J and G_u = U Uᵀ = D⁻¹ G D⁻¹ (the cosine matrix),
+pinv(U) = Uᵀ G_u⁺, so pinv(U) 1 = Jᵀ β with β = D⁻¹ G_u⁺ 1. Then ‖Jᵀβ‖² = βᵀ G β and
+Σ_i g_iᵀ Jᵀβ = 1ᵀ G β, hence
+
+    w = β · (1ᵀ G β) / (βᵀ G β),      d = wᵀ J.
+
+A zero gradient has no direction: its row of U is 0 (as TorchJD's ``nan_to_num``), so it gets
+no weight in β, but it still counts (with 0) in the length. If pinv(U) 1 = 0 (e.g. g_2 = −g_1)
+the weights are 0. When U x = 1 has no solution (dependent unit vectors, e.g. g_3 ∥ g_1 + g_2),
+pinv(U)·1 is only its least-squares solution: the cosines are then not all equal, and the length
+Σ_i g_iᵀ d_u may even be negative (the update then points along −d_u), as in the paper's and
+TorchJD's formula. G_u⁺ drops eigenvalues ≤ 1e-12 · λ_max: below that the eigenvalues of a
+computed G_u are rounding noise (torch.linalg.pinv on U cuts singular values at max(T, P)·eps
+relative, i.e. eigenvalues at ~1e-28 relative, which only G's rounding hides; both agree unless
+σ_min/σ_max of U lies in ~[1e-14, 1e-6]). The update is positively homogeneous of degree 1 and
+equivariant under relabelling of the tasks; the direction d_u is invariant to rescaling any
+single task.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import Method
+
+__all__ = ["ConFIG", "config_weights"]
+
+_RCOND = 1e-12
+
+
+def config_weights(gram: Tensor) -> Tensor:
+    """ConFIG weights ``w`` (float64, ``(T,)``) with ``w @ J`` the ConFIG update."""
+    num_tasks = gram.shape[0]
+    norms = gram.diagonal().clamp(min=0.0).sqrt()
+    w = torch.zeros(num_tasks, dtype=gram.dtype)
+    nz = norms > 0
+    if not bool(nz.any()):
+        return w
+    inv = torch.where(nz, 1.0 / torch.where(nz, norms, 1.0), 0.0)
+    cos = inv[:, None] * gram * inv[None, :]
+    lam, vecs = torch.linalg.eigh(cos)
+    keep = lam > _RCOND * float(lam.max())
+    lam, vecs = lam[keep], vecs[:, keep]
+    ones = torch.ones(num_tasks, dtype=gram.dtype)
+    beta = inv * (vecs @ ((vecs.T @ ones) / lam))
+    norm_sq = float(beta @ gram @ beta)
+    if not norm_sq > 0:
+        return w
+    return beta * (float(ones @ gram @ beta) / norm_sq)
+
+
+class ConFIG(Method):
+    """ConFIG (Liu et al. 2025): the direction with equal cosine to every task gradient, with
+    length Σ_i g_iᵀ d_u."""
+
+    name = "config"
+
+    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
+        return config_weights(gram)

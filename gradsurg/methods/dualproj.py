@@ -1,0 +1,55 @@
+"""``dualproj``: projection of the mean gradient onto the dual cone (Quinton & Rey 2024,
+"Jacobian Descent for Multi-Objective Optimization", arXiv:2406.16232, the DualProj aggregator
+of Section 3 / Appendix).
+
+    DualProj(J) = π_C(ḡ),   ḡ = (1/T) Σ_i g_i,   C = {x : J x ≥ 0}.
+
+By Proposition 1 of the paper, π_C(Jᵀu) = Jᵀ v* with v* ∈ argmin_{v ≥ u} ½ vᵀ G v; here
+u = 1/T, and v* comes from the exact active-set solver of :mod:`gradsurg.methods._qp`. The update
+satisfies J·d ≥ 0, is invariant to relabelling the tasks and positively homogeneous.
+
+Difference from TorchJD (``torchjd.aggregation.DualProj``): as for :mod:`.upgrad`, TorchJD
+perturbs G (trace normalisation, ``reg_eps = 1e-4``, ``norm_eps = 1e-4`` zero threshold); gradsurg
+solves the exact problem, and ``reg_eps > 0`` reproduces the regularisation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._qp import dual_cone_weights
+from .base import Method
+
+__all__ = ["DualProj", "dualproj_weights"]
+
+
+def dualproj_weights(gram: Tensor, reg_eps: float = 0.0) -> Tensor:
+    """DualProj weights ``w`` (float64, ``(T,)``) with ``w @ J`` the projected mean gradient."""
+    num_tasks = gram.shape[0]
+    u = torch.full((num_tasks,), 1.0 / num_tasks, dtype=gram.dtype)
+    return dual_cone_weights(gram, u, reg_eps)
+
+
+class DualProj(Method):
+    """DualProj (Quinton & Rey 2024): the mean gradient projected onto the dual cone of the task
+    gradients.
+
+    Args:
+        reg_eps: ``0`` (default) is the exact projection; a positive value reproduces TorchJD's
+            regularisation (G divided by its trace, plus ``reg_eps·I``).
+    """
+
+    name = "dualproj"
+
+    def __init__(self, reg_eps: float = 0.0) -> None:
+        super().__init__()
+        if not (isinstance(reg_eps, (int, float)) and reg_eps >= 0):
+            raise ValueError(f"reg_eps: must be a non-negative number, got {reg_eps!r}")
+        self.reg_eps = float(reg_eps)
+
+    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
+        return dualproj_weights(gram, self.reg_eps)
+
+    def extra_repr(self) -> str:
+        return f"reg_eps={self.reg_eps}"
