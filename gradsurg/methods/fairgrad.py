@@ -1,0 +1,135 @@
+"""``fairgrad``: FairGrad (Ban & Ji 2024, "Fair Resource Allocation in Multi-Task Learning",
+ICML, arXiv:2402.15638).
+
+FairGrad picks the update d = Σ_t w_t g_t whose per-task improvements u_t = g_tᵀ d maximise the
+α-fair utility Σ_t u_t^{1−α}/(1−α) (log u_t for α = 1) in a ball around 0. Its optimality
+conditions (the paper's Eq. for w) are the T nonlinear equations
+
+    G w = w^{−1/α}   (element-wise power),   w > 0,
+
+i.e. g_tᵀ d = w_t^{−1/α} for every task. They are the stationarity conditions of the strictly
+convex function
+
+    φ(w) = ½ wᵀ G w − Σ_t h(w_t),   h(w) = w^{1−1/α}/(1−1/α)  (α ≠ 1),  h(w) = log w  (α = 1),
+
+whose Hessian G + (1/α) diag(w^{−1/α−1}) is positive definite. gradsurg minimises φ with a
+damped Newton method that keeps w > 0 (fraction-to-boundary step, Armijo backtracking), to a
+residual ‖G w − w^{−1/α}‖ of ~1e−13 relative; the paper's code uses ``scipy.optimize.
+least_squares``, which stops far earlier. Scaling: if G is multiplied by c the solution is
+multiplied by c^{−α/(1+α)}, so the solve runs on G / max_t G_tt and is scaled back.
+
+Degenerate inputs (documented deviations, none of which the paper covers):
+
+* a task with a zero gradient has a row (G w)_t = 0 that can never equal w_t^{−1/α} > 0; it is
+  left out of the system and gets weight 0 (its gradient contributes nothing anyway);
+* if 0 is a non-negative, non-trivial combination of the gradients (e.g. g_2 = −g_1), φ is
+  unbounded below and there is no solution (w → ∞ along the null combination). gradsurg detects
+  it with the exact min-norm point of the hull (Wolfe's algorithm, as MGDA): if that point is 0
+  to rounding (squared norm ≤ 1e−13 of the largest squared gradient norm) the parameters are
+  Pareto-stationary and all weights are 0. Nearly stationary problems are ill-conditioned; the
+  Newton iterations are capped and the last finite iterate is returned. Every gradient being
+  zero gives all-zero weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._minnorm import min_norm_weights
+from .base import Method
+
+__all__ = ["FairGrad", "fairgrad_weights"]
+
+_RES_TOL = 1e-13
+_MAX_ITER = 200
+# Squared min-norm of the hull (relative to the largest squared gradient norm) at or below which
+# 0 counts as in the hull: a few hundred ulps, the precision of Wolfe's solve.
+_STATIONARY = 1e-13
+
+
+def _phi(gram: Tensor, w: Tensor, alpha: float) -> Tensor:
+    if alpha == 1.0:
+        h = torch.log(w).sum()
+    else:
+        q = 1.0 - 1.0 / alpha
+        h = (w.pow(q) / q).sum()
+    return 0.5 * (w @ gram @ w) - h
+
+
+def _solve(gram: Tensor, alpha: float) -> Tensor:
+    """Newton on φ for a Gram matrix with positive diagonal and unit largest diagonal."""
+    n = gram.shape[0]
+    w = torch.ones(n, dtype=gram.dtype)
+    for _ in range(_MAX_ITER):
+        res = gram @ w - w.pow(-1.0 / alpha)
+        # Residual relative to the size of the two sides of the equation.
+        if float(res.abs().max()) <= _RES_TOL * float(torch.maximum((gram @ w).abs(), w.pow(-1.0 / alpha)).max()):
+            break
+        hess = gram + torch.diag(w.pow(-1.0 / alpha - 1.0) / alpha)
+        step, info = torch.linalg.solve_ex(hess, -res)
+        if int(info) != 0 or not bool(torch.isfinite(step).all()):
+            break
+        neg = step < 0
+        t = 1.0
+        if bool(neg.any()):
+            t = min(1.0, 0.99 * float((-w[neg] / step[neg]).min()))
+        f0 = _phi(gram, w, alpha)
+        slope = float(res @ step)  # directional derivative (< 0: Hessian is PD)
+        while t > 1e-20:
+            cand = w + t * step
+            if bool((cand > 0).all()) and float(_phi(gram, cand, alpha)) <= float(f0) + 1e-4 * t * slope:
+                break
+            t *= 0.5
+        new = w + t * step
+        if not bool((new > 0).all()) or torch.equal(new, w):
+            break
+        w = new
+    return w
+
+
+def fairgrad_weights(gram: Tensor, alpha: float = 1.0) -> Tensor:
+    """FairGrad weights: the positive solution of ``G w = w^(−1/α)`` (zero-gradient tasks: 0)."""
+    num_tasks = gram.shape[0]
+    diag = gram.diagonal()
+    scale = diag.max()
+    w = torch.zeros(num_tasks, dtype=gram.dtype)
+    if not scale > 0:
+        return w
+    # Gradients whose squared norm is at rounding level of the largest one count as zero.
+    live = diag > 1e-24 * scale
+    idx = live.nonzero().flatten()
+    sub = gram[idx][:, idx] / scale
+    # 0 in the convex hull of the (non-zero) gradients: Pareto-stationary, no solution exists
+    # (φ is unbounded below along the hull weights); the update is 0, as MGDA's would be.
+    hull = min_norm_weights(sub)
+    if float(hull @ sub @ hull) <= _STATIONARY:
+        return w
+    w[idx] = _solve(sub, alpha) * scale.pow(-alpha / (1.0 + alpha))
+    return w
+
+
+class FairGrad(Method):
+    """FairGrad (Ban & Ji 2024): weights solving ``G w = w^(−1/α)``; update ``Σ_t w_t g_t``.
+
+    Args:
+        alpha: fairness parameter α > 0 (α = 1: proportional fairness, α → ∞: max-min fairness;
+            the paper uses 1 or 2).
+
+    Equivariant under relabelling of the tasks; a common scale c of the gradients multiplies the
+    weights by c^(−2α/(1+α)) and the update by c^((1−α)/(1+α)).
+    """
+
+    name = "fairgrad"
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__()
+        if not (isinstance(alpha, (int, float)) and alpha > 0 and alpha < float("inf")):
+            raise ValueError(f"alpha: must be a positive finite number, got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
+        return fairgrad_weights(gram, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
