@@ -79,7 +79,34 @@ DEFAULT_BETA2 = 0.98
 
 #: Options that differ from gradsurg's defaults: the paper's toy runs CAGrad with c = 0.5
 #: (gradsurg's default, 0.4, is the value of its multi-task experiments).
-METHOD_OPTIONS: dict[str, dict] = {"cagrad": {"c": 0.5}}
+#: cosreg's λ here: the cosine term's gradient must be comparable with the losses' for the
+#: regulariser to show on this scale (its losses move by ~20 units).
+COSREG_LAM = 1.0
+
+METHOD_OPTIONS: dict[str, object] = {
+    "cagrad": {"c": 0.5},
+    "cosreg": {"lam": COSREG_LAM},
+    # Methods whose learnable weights are parameters need the task count (and GradNorm the
+    # layer whose gradient norms it balances: here the 2-D parameter itself).
+    "uw": {"num_tasks": 2},
+    "gradnorm": lambda x: {"num_tasks": 2, "layer": [x]},
+}
+
+#: The default set (under 30 s on two cores): the classic surgery methods, UPGrad, and the
+#: paper's regulariser. Left out for time only: ``mean`` (Adam is invariant to the 1/T scale, so
+#: it repeats ``sum``) and ``nash_mtl`` (its Newton solve takes ~9 ms per step on this toy's
+#: ill-conditioned Gram matrices, ~35 s in all). ``--methods all`` runs every applicable method.
+DEFAULT_METHODS = ("sum", "pcgrad", "gradvac", "cagrad", "mgda", "imtl_g", "upgrad", "cosreg")
+
+#: Methods that are not defined on this toy, and why: its losses are signed (they reach −20),
+#: and these weight tasks by logarithms or ratios of the losses themselves.
+NOT_APPLICABLE = {
+    "db_mtl": "takes log L_t: needs positive losses",
+    "gls": "geometric mean of the losses: needs positive losses",
+    "famo": "takes log(L_t − min L_t + ε): needs losses above their running minimum",
+    "dwa": "ratios of consecutive losses: meaningless for signed losses",
+    "gradnorm": "loss ratios L_t / L_t(0): needs positive initial losses",
+}
 
 #: Norm of the min-norm point of conv{g1, g2} below which a point counts as Pareto-stationary.
 #: Runs that settle on the front reach ~1e-7 or less; runs still sliding towards it measure a few
@@ -246,13 +273,17 @@ def run_one(method: str, start: tuple[float, float], lr: float, steps: int, beta
     torch.set_num_threads(1)
     # float64 so that the stationarity measure is not limited by float32 rounding of x.
     x = torch.nn.Parameter(torch.tensor(start, dtype=torch.float64))
-    surgery = gradsurg.get_method(method, **METHOD_OPTIONS.get(method, {}))
+    options = METHOD_OPTIONS.get(method, {})
+    surgery = gradsurg.get_method(method, **(options(x) if callable(options) else options))
     opt = GradSurgery(torch.optim.Adam([x], lr=lr, betas=(0.9, beta2)), method=surgery, shared=[x])
+    # cosreg differentiates through the task gradients: it needs the formula's own autograd
+    # graph (the fused function's backward is not differentiable again).
+    losses_of = toy_losses if surgery.kind == "double_backward" else fused_toy_losses
     trajectory = np.empty((steps + 1, 2))
     trajectory[0] = start
     for t in range(steps):
         opt.zero_grad()
-        opt.backward(list(fused_toy_losses(x)))
+        opt.backward(list(losses_of(x)))
         opt.step()
         trajectory[t + 1] = x.detach().numpy()
     x1, x2 = (float(v) for v in trajectory[-1])
@@ -453,7 +484,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--methods", default=None,
-        help="comma-separated method names (default: all of gradsurg.available_methods())",
+        help="comma-separated method names, or 'all' for every method defined on this toy "
+        f"(default: {','.join(DEFAULT_METHODS)})",
     )
     parser.add_argument(
         "--quick", action="store_true", help=f"{QUICK_STEPS} steps per run, for tests"
@@ -466,12 +498,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     known = gradsurg.available_methods()
     if args.methods is None:
-        args.methods = known
+        args.methods = list(DEFAULT_METHODS)
+    elif args.methods == "all":
+        args.methods = [m for m in known if m not in NOT_APPLICABLE]
     else:
         args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         unknown = [m for m in args.methods if m not in known]
         if unknown or not args.methods:
             parser.error(f"--methods: unknown {unknown or 'empty list'}; known: {', '.join(known)}")
+        inapplicable = [f"{m} ({NOT_APPLICABLE[m]})" for m in args.methods if m in NOT_APPLICABLE]
+        if inapplicable:
+            parser.error(f"--methods: not defined on this toy: {'; '.join(inapplicable)}")
     if args.steps is None:
         args.steps = QUICK_STEPS if args.quick else DEFAULT_STEPS
     if args.steps < 1:
