@@ -23,11 +23,11 @@ with the same seed draw the same uniforms.
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from ._seeded import Seeded
 from .base import MatrixMethod
 
 __all__ = ["GradDrop", "graddrop_combine"]
@@ -47,7 +47,7 @@ def graddrop_combine(matrix: Tensor, uniform: Tensor, leak: float = 0.0) -> Tens
     return leak * total + (1.0 - leak) * kept
 
 
-class GradDrop(MatrixMethod):
+class GradDrop(Seeded, MatrixMethod):
     """GradDrop (Chen et al. 2020).
 
     Args:
@@ -60,18 +60,15 @@ class GradDrop(MatrixMethod):
     """
 
     name = "graddrop"
-    stateful = True
 
     def __init__(self, leak: float = 0.0, seed: int = 0, chunk_size: int = 1 << 16) -> None:
-        super().__init__()
+        super().__init__(seed=seed)
         if not (isinstance(leak, (int, float)) and 0.0 <= leak <= 1.0):
             raise ValueError(f"leak: must be in [0, 1], got {leak!r}")
         if not (isinstance(chunk_size, int) and chunk_size > 0):
             raise ValueError(f"chunk_size: must be a positive int, got {chunk_size!r}")
         self.leak = float(leak)
-        self.seed = int(seed)
         self.chunk_size = chunk_size
-        self.generator = torch.Generator().manual_seed(self.seed)
 
     def draw(self, n: int) -> Tensor:
         """Draw ``n`` float64 uniforms on the CPU from the method's generator (one chunk)."""
@@ -91,18 +88,6 @@ class GradDrop(MatrixMethod):
                 out[start:stop].copy_(part)
             else:
                 out[start:stop].mul_(beta).add_(part)
-
-    def reset(self) -> None:
-        """Re-seed the generator."""
-        super().reset()
-        self.generator.manual_seed(self.seed)
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return {**super().get_extra_state(), "generator": self.generator.get_state()}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        super().set_extra_state(state)
-        self.generator.set_state(state["generator"])
 
     def extra_repr(self) -> str:
         return f"leak={self.leak}, seed={self.seed}"

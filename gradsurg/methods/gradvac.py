@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._seeded import Seeded
 from .base import Method
 from .pcgrad import random_orders
 
@@ -69,7 +70,7 @@ def gradvac_weights(gram: Tensor, order: Tensor, rho: Tensor, beta: float) -> tu
     return coef.sum(dim=0), rho
 
 
-class GradVac(Method):
+class GradVac(Seeded, Method):
     """Gradient Vaccine (Wang et al. 2021).
 
     Args:
@@ -81,16 +82,13 @@ class GradVac(Method):
     """
 
     name = "gradvac"
-    stateful = True
     tied_to_num_tasks = True
 
     def __init__(self, beta: float = 0.01, seed: int = 0) -> None:
-        super().__init__()
+        super().__init__(seed=seed)
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta: must be in [0, 1], got {beta!r}")
         self.beta = float(beta)
-        self.seed = int(seed)
-        self.generator = torch.Generator().manual_seed(self.seed)
         self.rho: Tensor | None = None
 
     def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
@@ -103,17 +101,15 @@ class GradVac(Method):
         """Clear the targets and re-seed the generator."""
         super().reset()
         self.rho = None
-        self.generator.manual_seed(self.seed)
 
     def get_extra_state(self) -> dict[str, Any]:
         """The base state plus the targets and the generator's state."""
-        return {**super().get_extra_state(), "rho": self.rho, "generator": self.generator.get_state()}
+        return {**super().get_extra_state(), "rho": self.rho}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`get_extra_state` saved."""
         super().set_extra_state(state)
         self.rho = None if state["rho"] is None else state["rho"].clone()
-        self.generator.set_state(state["generator"])
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, seed={self.seed}"

@@ -13,11 +13,10 @@ T×T Gram matrix, never on the P-sized vectors.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
+from ._seeded import Seeded
 from .base import Method
 
 __all__ = ["PCGrad", "pcgrad_weights", "random_orders"]
@@ -62,7 +61,7 @@ def pcgrad_weights(gram: Tensor, order: Tensor) -> Tensor:
     return coef.sum(dim=0)
 
 
-class PCGrad(Method):
+class PCGrad(Seeded, Method):
     """PCGrad (Yu et al. 2020). The combined update is the *sum* of the projected gradients,
     as in the paper; wrap with ``reduction="mean"`` in :class:`~gradsurg.GradSurgery` for the mean.
 
@@ -76,29 +75,12 @@ class PCGrad(Method):
     """
 
     name = "pcgrad"
-    stateful = True
 
     def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        self.seed = int(seed)
-        self.generator = torch.Generator().manual_seed(self.seed)
+        super().__init__(seed=seed)
 
     def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         return pcgrad_weights(gram, random_orders(gram.shape[0], self.generator))
-
-    def reset(self) -> None:
-        """Re-seed the generator with ``seed``."""
-        super().reset()
-        self.generator.manual_seed(self.seed)
-
-    def get_extra_state(self) -> dict[str, Any]:
-        """The base state plus the generator's state."""
-        return {**super().get_extra_state(), "generator": self.generator.get_state()}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`get_extra_state` saved."""
-        super().set_extra_state(state)
-        self.generator.set_state(state["generator"])
 
     def extra_repr(self) -> str:
         return f"seed={self.seed}"

@@ -12,18 +12,17 @@ state is checkpointed, so a resumed run sees the same weights as an uninterrupte
 
 from __future__ import annotations
 
-import numbers
-from typing import Any
 
 import torch
 from torch import Tensor
 
+from ._seeded import Seeded
 from .base import LossWeighting
 
 __all__ = ["RLW"]
 
 
-class RLW(LossWeighting):
+class RLW(Seeded, LossWeighting):
     """Random loss weighting: ``w = softmax(z)``, ``z ~ N(0, I)`` at every call (Σ w = 1).
 
     Args:
@@ -31,32 +30,13 @@ class RLW(LossWeighting):
     """
 
     name = "rlw"
-    stateful = True
 
     def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise ValueError(f"seed: expected an int, got {seed!r}")
-        self.seed = int(seed)
-        self.generator = torch.Generator().manual_seed(self.seed)
+        super().__init__(seed=seed)
 
     def loss_weights(self, losses: Tensor) -> Tensor:
         z = torch.randn(losses.numel(), generator=self.generator, dtype=torch.float64)
         return torch.softmax(z, dim=0)
-
-    def reset(self) -> None:
-        """Re-seed the generator with ``seed``."""
-        super().reset()
-        self.generator.manual_seed(self.seed)
-
-    def get_extra_state(self) -> dict[str, Any]:
-        """The base state plus the generator's state."""
-        return {**super().get_extra_state(), "generator": self.generator.get_state()}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`get_extra_state` saved."""
-        super().set_extra_state(state)
-        self.generator.set_state(state["generator"])
 
     def extra_repr(self) -> str:
         return f"seed={self.seed}"
