@@ -17,14 +17,13 @@ False and every kernel raises a RuntimeError that says how to build it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from types import ModuleType
 
 import torch
 from torch import Tensor
 
 from . import reference
+from ._extension import LazyExtension
 
 __all__ = [
     "MAX_TASKS",
@@ -49,57 +48,38 @@ _BUILD_HINT = (
     "compiles csrc/cuda into gradsurg._cuda)."
 )
 
-_module: ModuleType | None = None
-_error: str | None = None
+def _cuda_torch() -> str | None:
+    if torch.version.cuda is None:
+        return f"this torch build ({torch.__version__}) has no CUDA support"
+    return None
 
 
-def _load() -> ModuleType | None:
-    global _module, _error
-    if _module is None and _error is None:
-        if os.environ.get("GRADSURG_NO_EXT") == "1":
-            _error = "GRADSURG_NO_EXT=1 is set"
-        elif torch.version.cuda is None:
-            _error = f"this torch build ({torch.__version__}) has no CUDA support"
-        else:
-            try:
-                from .. import _cuda  # the extension needs torch's symbols, imported above
-
-                _module = _cuda
-            except ImportError as exc:
-                _error = f"the CUDA extension gradsurg._cuda is not built ({exc})"
-    return _module
+_EXT = LazyExtension("cuda", "_cuda", _BUILD_HINT, _cuda_torch)
 
 
 def available() -> bool:
     """Whether the CUDA kernels can be used: the extension is built and a GPU is visible."""
-    return _load() is not None and torch.cuda.is_available()
+    return _EXT.load() is not None and torch.cuda.is_available()
 
 
 def load_error() -> str | None:
     """Why the backend is unavailable, or None."""
-    if _load() is None:
-        return _error
+    if _EXT.load() is None:
+        return _EXT.error
     if not torch.cuda.is_available():
         return "no CUDA device is visible (torch.cuda.is_available() is False)"
     return None
 
 
-def _lib() -> ModuleType:
-    module = _load()
-    if module is None:
-        raise RuntimeError(f"backend: 'cuda' is unavailable: {_error}. {_BUILD_HINT}")
-    return module
-
-
 def flatten_into(dst: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
     """Copy one task's gradients into its row views of J (one launch); None writes zeros."""
-    lib = _lib()
+    lib = _EXT.require()
     lib.flatten_into(list(dst), [None if g is None else g.contiguous() for g in grads])
 
 
 def gram(matrix: Tensor) -> Tensor:
     """G = J·Jᵀ in float64: fp32 partial dot products per column chunk, float64 across chunks."""
-    lib = _lib()
+    lib = _EXT.require()
     if matrix.dim() == 2 and matrix.shape[0] > MAX_TASKS:
         return reference.gram(matrix)
     return lib.gram(matrix)
@@ -107,7 +87,7 @@ def gram(matrix: Tensor) -> Tensor:
 
 def gram_lists(grads: Sequence[Sequence[Tensor]]) -> Tensor:
     """G from per-task lists of per-parameter gradients, without building J."""
-    lib = _lib()
+    lib = _EXT.require()
     if len(grads) > MAX_TASKS:
         return reference.gram_lists(grads)
     return lib.gram_lists([[g.contiguous() for g in row] for row in grads])
@@ -115,4 +95,4 @@ def gram_lists(grads: Sequence[Sequence[Tensor]]) -> Tensor:
 
 def combine_into(out: Tensor, matrix: Tensor, weights: Tensor, *, beta: float = 0.0) -> None:
     """``out ← beta·out + wᵀ·J`` in place (``beta=0`` never reads ``out``)."""
-    _lib().combine_into(out, matrix, weights, float(beta))
+    _EXT.require().combine_into(out, matrix, weights, float(beta))
