@@ -26,3 +26,14 @@ __all__ = [
     "method_class",
     "resolve_method",
 ]
+
+
+def __getattr__(name: str) -> type[Method]:
+    """Every registered method class by its class name (``gradsurg.methods.UPGrad``)."""
+    from .registry import available_methods, method_class
+
+    for method_name in available_methods():
+        cls = method_class(method_name)
+        if cls.__name__ == name:
+            return cls
+    raise AttributeError(f"module 'gradsurg.methods' has no attribute {name!r}")

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ._qp import dual_cone_weights
-from .base import Method
+from .upgrad import DualConeMethod
 
 __all__ = ["DualProj", "dualproj_weights"]
 
@@ -31,25 +31,11 @@ def dualproj_weights(gram: Tensor, reg_eps: float = 0.0) -> Tensor:
     return dual_cone_weights(gram, u, reg_eps)
 
 
-class DualProj(Method):
+class DualProj(DualConeMethod):
     """DualProj (Quinton & Rey 2024): the mean gradient projected onto the dual cone of the task
-    gradients.
-
-    Args:
-        reg_eps: ``0`` (default) is the exact projection; a positive value reproduces TorchJD's
-            regularisation (G divided by its trace, plus ``reg_eps·I``).
-    """
+    gradients (options: :class:`~gradsurg.methods.upgrad.DualConeMethod`)."""
 
     name = "dualproj"
 
-    def __init__(self, reg_eps: float = 0.0) -> None:
-        super().__init__()
-        if not (isinstance(reg_eps, (int, float)) and reg_eps >= 0):
-            raise ValueError(f"reg_eps: must be a non-negative number, got {reg_eps!r}")
-        self.reg_eps = float(reg_eps)
-
     def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         return dualproj_weights(gram, self.reg_eps)
-
-    def extra_repr(self) -> str:
-        return f"reg_eps={self.reg_eps}"

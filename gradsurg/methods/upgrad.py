@@ -28,7 +28,7 @@ from torch import Tensor
 from ._qp import dual_cone_weights
 from .base import Method
 
-__all__ = ["UPGrad", "upgrad_weights"]
+__all__ = ["DualConeMethod", "UPGrad", "upgrad_weights"]
 
 
 def upgrad_weights(gram: Tensor, reg_eps: float = 0.0) -> Tensor:
@@ -41,16 +41,13 @@ def upgrad_weights(gram: Tensor, reg_eps: float = 0.0) -> Tensor:
     return total / num_tasks
 
 
-class UPGrad(Method):
-    """UPGrad (Quinton & Rey 2024): the mean of the projections of the task gradients onto the
-    dual cone of all of them.
+class DualConeMethod(Method):
+    """Shared options of the dual-cone projections (UPGrad, DualProj).
 
     Args:
         reg_eps: ``0`` (default) is the exact projection; a positive value reproduces TorchJD's
             regularisation (G divided by its trace, plus ``reg_eps·I``).
     """
-
-    name = "upgrad"
 
     def __init__(self, reg_eps: float = 0.0) -> None:
         super().__init__()
@@ -58,8 +55,15 @@ class UPGrad(Method):
             raise ValueError(f"reg_eps: must be a non-negative number, got {reg_eps!r}")
         self.reg_eps = float(reg_eps)
 
-    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
-        return upgrad_weights(gram, self.reg_eps)
-
     def extra_repr(self) -> str:
         return f"reg_eps={self.reg_eps}"
+
+
+class UPGrad(DualConeMethod):
+    """UPGrad (Quinton & Rey 2024): the mean of the projections of the task gradients onto the
+    dual cone of all of them (options: :class:`DualConeMethod`)."""
+
+    name = "upgrad"
+
+    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
+        return upgrad_weights(gram, self.reg_eps)
