@@ -355,10 +355,7 @@ class GradSurgery(torch.optim.Optimizer):
         if self.method.kind == "matrix":
             weights = torch.full((num_tasks,), float("nan"), dtype=torch.float64)
             if buffer is not None:
-                self._write_shared(buffer, lambda beta: self.method.combine_into(buffer.flat, buffer.matrix, beta=beta))
-                if scale != 1.0:
-                    for p in buffer.params:
-                        p.grad.mul_(scale)
+                self._write_shared(buffer, lambda beta: self._combine_matrix(buffer, beta, scale))
         else:
             weights = self.method.weights(gram, losses=loss_values) * scale
             if buffer is not None:
@@ -476,6 +473,19 @@ class GradSurgery(torch.optim.Optimizer):
         combine(1.0 if accumulate else 0.0)
         for k, p in enumerate(buffer.params):
             p.grad = buffer.grads[k]
+
+    def _combine_matrix(self, buffer: GradBuffer, beta: float, scale: float) -> None:
+        # A matrix method writes its own combination; the 1/T of reduction="mean" must scale only
+        # that, not gradients already accumulated in the buffer.
+        if scale == 1.0:
+            self.method.combine_into(buffer.flat, buffer.matrix, beta=beta)
+        elif beta == 0.0:
+            self.method.combine_into(buffer.flat, buffer.matrix, beta=0.0)
+            buffer.flat.mul_(scale)
+        else:
+            fresh = torch.empty_like(buffer.flat)
+            self.method.combine_into(fresh, buffer.matrix, beta=0.0)
+            buffer.flat.add_(fresh, alpha=scale)
 
     @staticmethod
     def _write_specific(params: list[Tensor], specific: dict[int, Tensor], scale: float) -> None:

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+import gradsurg
 from gradsurg import GradSurgery
 from gradsurg.methods.base import LossWeighting
 
@@ -95,3 +96,16 @@ def test_nonfinite_restores_method_state_and_changes_nothing(make_model):
     losses = model.losses(x, y)
     stats = opt.backward([losses[0], losses[1] * float("nan")])
     assert stats.skipped and method.calls == 1
+
+
+def test_matrix_method_mean_reduction_scales_only_the_new_gradient(make_model):
+    # GradDrop with leak=1 keeps every component: its combination is the plain sum.
+    model, x, y = make_model(3)
+    twin = copy.deepcopy(model)
+    opt = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1),
+                      method=gradsurg.get_method("graddrop", leak=1.0), reduction="mean")
+    opt.backward(model.losses(x, y))
+    opt.backward(model.losses(x, y))  # accumulates: twice the mean gradient
+    (2 * sum(twin.losses(x, y)) / 3).backward()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a.grad, b.grad)
