@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
-
-import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -35,15 +34,16 @@ class _Step:
     retain_graph: bool
 
 
+_REDUCTIONS = ("sum", "mean")
+_NONFINITE = ("raise", "skip")
+
+
 def _check_dense(name: str, k: int, grad: Tensor) -> None:
     if grad.is_sparse or grad.layout != torch.strided:
         raise ValueError(
             f"losses[{name!r}]: parameter {k} of the optimizer got a sparse gradient; "
             "gradient surgery needs dense gradients (e.g. Embedding(sparse=False))"
         )
-
-_REDUCTIONS = ("sum", "mean")
-_NONFINITE = ("raise", "skip")
 
 
 class GradSurgery(torch.optim.Optimizer):

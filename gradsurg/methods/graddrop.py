@@ -23,7 +23,6 @@ with the same seed draw the same uniforms.
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 

@@ -12,7 +12,6 @@ state is checkpointed, so a resumed run sees the same weights as an uninterrupte
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
