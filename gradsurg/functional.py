@@ -74,6 +74,21 @@ def aggregate(grads: Grads, method: str | Method, /, *, backend: str = "auto") -
     tensor([0.5000, 1.5000])
     """
     method = resolve_method(method)
+    if method.kind in ("loss", "double_backward"):
+        raise ValueError(
+            f"method: {method.name!r} works on the losses (kind {method.kind!r}), not on given "
+            "gradients; use it through GradSurgery"
+        )
+    if method.kind == "matrix":
+        lists = None if isinstance(grads, Tensor) else _as_lists(grads)[1]
+        matrix = grads.reshape(grads.shape[0], -1) if lists is None else torch.stack(
+            [torch.cat([g.reshape(-1) for g in row]) for row in lists]
+        )
+        out = torch.empty(matrix.shape[1], dtype=matrix.dtype, device=matrix.device)
+        method.combine_into(out, matrix)
+        if lists is None:
+            return out.view(grads.shape[1:])
+        return [part.view_as(g) for part, g in zip(out.split([g.numel() for g in lists[0]]), lists[0])]
     gram = gramian(grads, backend=backend)
     weights = method.weights(gram)
     if isinstance(grads, Tensor):

@@ -234,3 +234,11 @@ def test_functional_bad_input():
         gradsurg.gramian([[torch.ones(2)], [torch.ones(3)]])
     with pytest.raises(ValueError, match=r"grads: expected a \(T, \.\.\.\) tensor with T ≥ 1"):
         gradsurg.gramian(torch.ones(0, 3))
+
+
+def test_aggregate_rejects_loss_space_methods_and_runs_matrix_methods():
+    matrix = torch.randn(3, 10)
+    with pytest.raises(ValueError, match=r"method: 'dwa' works on the losses"):
+        gradsurg.aggregate(matrix, "dwa")
+    # GradDrop with leak=1 keeps every component: the plain sum.
+    torch.testing.assert_close(gradsurg.aggregate(matrix, gradsurg.get_method("graddrop", leak=1.0)), matrix.sum(0))
