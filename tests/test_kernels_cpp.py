@@ -12,7 +12,8 @@ from gradsurg import GradSurgery
 from gradsurg.kernels import cpp, dispatch
 
 if not cpp.available():  # pragma: no cover - the build is part of `make setup`
-    pytest.skip(f"C++ extension not built: {cpp.load_error()}", allow_module_level=True)
+    pytest.skip(f"C++ extension not built (no compiler at install time, or GRADSURG_NO_EXT=1): {cpp.load_error()}",
+                allow_module_level=True)
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 # Gram: fp32 products over blocks of 2048 columns, float64 across blocks. Relative to the
