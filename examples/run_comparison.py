@@ -61,7 +61,8 @@ def budget_flags(args: argparse.Namespace) -> list[str]:
         "--steps", str(args.steps), "--eval-every", str(args.steps),
         "--batch-size", str(args.batch_size), "--max-train", str(args.max_train),
         "--max-eval", str(args.max_eval), "--max-source-len", str(args.max_source_len),
-        "--max-target-len", str(args.max_target_len), "--quiet",
+        "--max-target-len", str(args.max_target_len), "--eval-batch-size", str(args.eval_batch_size),
+        "--quiet",
     ]
     if args.head_lr is not None:
         flags += ["--task-lr", f"cls={args.head_lr}"]
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> list[list[dict]]:
     parser.add_argument("--max-eval", type=int, default=200, help="validation rows per task")
     parser.add_argument("--max-source-len", type=int, default=64, help="source tokens")
     parser.add_argument("--max-target-len", type=int, default=16, help="summary tokens")
+    parser.add_argument("--eval-batch-size", type=int, default=32,
+                        help="rows per evaluation batch (generation is batched, left-padded)")
     parser.add_argument("--head-lr", type=float, default=1e-3,
                         help="learning rate of the classification head (the backbone keeps the "
                              "script's --lr); 0 or less keeps the script's default")
