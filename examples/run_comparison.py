@@ -66,6 +66,8 @@ def budget_flags(args: argparse.Namespace) -> list[str]:
     ]
     if args.head_lr is not None:
         flags += ["--task-lr", f"cls={args.head_lr}"]
+    if args.threads is not None:
+        flags += ["--threads", str(args.threads)]
     return flags
 
 
@@ -166,6 +168,9 @@ def main(argv: list[str] | None = None) -> list[list[dict]]:
     parser.add_argument("--head-lr", type=float, default=1e-3,
                         help="learning rate of the classification head (the backbone keeps the "
                              "script's --lr); 0 or less keeps the script's default")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of every run (default: the script's, all cores); with 1, "
+                             "two runners on disjoint --only rows share a 2-core machine well")
     parser.add_argument("--seeds", type=parse_seeds, default=[0], help="comma-separated seeds")
     parser.add_argument("--out", type=Path, default=Path("runs/comparison"), help="run folders")
     parser.add_argument("--results", type=Path, default=HERE.parent / "docs" / "results.md",
@@ -194,7 +199,7 @@ def main(argv: list[str] | None = None) -> list[list[dict]]:
     args.results.write_text(
         "# Results: GLUE classification + summarization on one shared backbone\n\n"
         f"Produced by `python examples/run_comparison.py {shlex.join(argv if argv is not None else sys.argv[1:])}` "
-        f"({time.strftime('%Y-%m-%d')}, 2-core CPU, torch threads = 2). Values are mean ± sample "
+        f"({time.strftime('%Y-%m-%d')}, 2-core CPU, torch threads per run = {args.threads or 'all cores'}). Values are mean ± sample "
         "standard deviation over the `n` seeds.\n\n"
         f"{text}\n\nCommands (one per row; SEED = each seed):\n\n```\n{commands}\n```\n"
     )
