@@ -323,12 +323,11 @@ def make_step(
 
 
 def _torchjd_aggregator(method: str):
-    from .peers import PeerUnavailable
+    """TorchJD's aggregator paired with gradsurg's ``method``; PeerUnavailable says why not
+    (no pairing, or torchjd or one of its extras missing)."""
+    from .peers import torchjd_pair
 
-    aggregator = _peer_pair(method)[0]
-    if aggregator is None:
-        raise PeerUnavailable(f"TorchJD has no aggregator defined as gradsurg's {method!r}")
-    return aggregator
+    return torchjd_pair(method)[0]
 
 
 #: TorchJD matrix weightings that read nothing but the number of rows, which a Gramian has too
