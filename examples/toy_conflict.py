@@ -278,7 +278,7 @@ def run_one(method: str, start: tuple[float, float], lr: float, steps: int, beta
     opt = GradSurgery(torch.optim.Adam([x], lr=lr, betas=(0.9, beta2)), method=surgery, shared=[x])
     # cosreg differentiates through the task gradients: it needs the formula's own autograd
     # graph (the fused function's backward is not differentiable again).
-    losses_of = toy_losses if surgery.kind == "double_backward" else fused_toy_losses
+    losses_of = toy_losses if isinstance(surgery, gradsurg.methods.DoubleBackwardMethod) else fused_toy_losses
     trajectory = np.empty((steps + 1, 2))
     trajectory[0] = start
     for t in range(steps):

@@ -438,7 +438,7 @@ def build_model(args: argparse.Namespace, tokenizer) -> mmodel.MultiTaskModel:
     _seed_everything(args.seed)
     double_backward = (
         args.single_task is None
-        and getattr(gradsurg.methods.method_class(args.method), "kind", None) == "double_backward"
+        and issubclass(gradsurg.methods.method_class(args.method), gradsurg.methods.DoubleBackwardMethod)
     )
     lm = mmodel.build_backbone(
         args.preset,

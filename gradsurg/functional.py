@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .kernels.dispatch import get_backend
-from .methods import Method, resolve_method
+from .methods import GramMethod, MatrixMethod, Method, resolve_method
 
 __all__ = ["aggregate", "gramian"]
 
@@ -74,12 +74,12 @@ def aggregate(grads: Grads, method: str | Method, /, *, backend: str = "auto") -
     tensor([0.5000, 1.5000])
     """
     method = resolve_method(method)
-    if method.kind in ("loss", "double_backward"):
+    if not isinstance(method, (GramMethod, MatrixMethod)):
         raise ValueError(
-            f"method: {method.name!r} works on the losses (kind {method.kind!r}), not on given "
-            "gradients; use it through GradSurgery"
+            f"method: {method.name!r} works on the losses ({type(method).__bases__[-1].__name__}), "
+            "not on given gradients; use it through GradSurgery"
         )
-    if method.kind == "matrix":
+    if isinstance(method, MatrixMethod):
         lists = None if isinstance(grads, Tensor) else _as_lists(grads)[1]
         matrix = grads.reshape(grads.shape[0], -1) if lists is None else torch.stack(
             [torch.cat([g.reshape(-1) for g in row]) for row in lists]

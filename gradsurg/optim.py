@@ -5,45 +5,26 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from .buffer import GradBuffer
-from .graph import reached_parameters
 from .kernels.dispatch import BACKENDS, get_backend
-from .losses import check_task_weights_arg, normalise_losses, normalise_task_weights
+from .losses import check_task_weights_arg
 from .methods import Method, resolve_method
 from .stats import SurgeryStats
+from .step import path_for, plan_step
+from .step.nonfinite import NONFINITE_POLICIES, NonFinitePolicy
+from .step.plan import StepPlan, trainable_parameters
+from .step.reduce import LocalReduce
 
 __all__ = ["GradSurgery"]
 
 
-@dataclass(frozen=True)
-class _Step:
-    """What :meth:`GradSurgery.backward` established before choosing the method's path."""
-
-    names: list[str]
-    scalars: list[Tensor]
-    alphas: list[float]
-    params: list[Tensor]
-    reached: list[list[int]]  # per task, positions in params of the parameters it reaches
-    shared_idx: list[int]  # positions in params of the shared parameters
-    retain_graph: bool
-
-
 _REDUCTIONS = ("sum", "mean")
-_NONFINITE = ("raise", "skip")
-
-
-def _check_dense(name: str, k: int, grad: Tensor) -> None:
-    if grad.is_sparse or grad.layout != torch.strided:
-        raise ValueError(
-            f"losses[{name!r}]: parameter {k} of the optimizer got a sparse gradient; "
-            "gradient surgery needs dense gradients (e.g. Embedding(sparse=False))"
-        )
+Reduction = Literal["sum", "mean"]
 
 
 class GradSurgery(torch.optim.Optimizer):
@@ -91,18 +72,20 @@ class GradSurgery(torch.optim.Optimizer):
         *,
         shared: Iterable[Tensor] | None = None,
         task_weights: Sequence[float] | Mapping[str, float] | None = None,
-        reduction: str = "sum",
+        reduction: Reduction = "sum",
         backend: str = "auto",
-        nonfinite: str = "raise",
+        nonfinite: NonFinitePolicy = "raise",
     ) -> None:
+        # Everything is checked before the wrapped optimizer is touched: a failed construction
+        # leaves it exactly as it was.
         if not isinstance(optimizer, torch.optim.Optimizer) or isinstance(optimizer, GradSurgery):
             raise TypeError(
                 f"optimizer: expected a torch.optim.Optimizer to wrap, got {type(optimizer).__name__}"
             )
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction: expected one of {_REDUCTIONS}, got {reduction!r}")
-        if nonfinite not in _NONFINITE:
-            raise ValueError(f"nonfinite: expected one of {_NONFINITE}, got {nonfinite!r}")
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite: expected one of {NONFINITE_POLICIES}, got {nonfinite!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend: unknown backend {backend!r}; known backends: {', '.join(BACKENDS)}")
         if isinstance(task_weights, Tensor):
@@ -110,6 +93,15 @@ class GradSurgery(torch.optim.Optimizer):
         check_task_weights_arg(task_weights)
         self.optimizer = optimizer
         self.method = resolve_method(method)
+        self._path = path_for(self.method)
+        self._shared = None if shared is None else self._check_shared(shared)
+        self.reduction = reduction
+        self.backend = backend
+        self.nonfinite = nonfinite
+        self.task_weights = task_weights
+        self._buffer: GradBuffer | None = None
+        self._reduce = LocalReduce()
+        self._skip_next_step = False
         own = [p for p in self.method.parameters() if p.requires_grad]
         if own:
             # Learnable method quantities (uncertainty weighting's log-variances, …) are trained
@@ -118,13 +110,6 @@ class GradSurgery(torch.optim.Optimizer):
             missing = [p for p in own if id(p) not in present]
             if missing:
                 optimizer.add_param_group({"params": missing})
-        self.reduction = reduction
-        self.backend = backend
-        self.nonfinite = nonfinite
-        self.task_weights = task_weights
-        self._shared = None if shared is None else self._check_shared(shared)
-        self._buffer: GradBuffer | None = None
-        self._skip_next_step = False
         # What torch.optim.Optimizer.__init__ sets up for hooks; param_groups, state and
         # defaults are the wrapped optimizer's (see the properties below).
         self._optimizer_step_pre_hooks = OrderedDict()
@@ -134,6 +119,16 @@ class GradSurgery(torch.optim.Optimizer):
         self._optimizer_load_state_dict_pre_hooks = OrderedDict()
         self._optimizer_load_state_dict_post_hooks = OrderedDict()
         self._patch_step_function()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.optim.Optimizer pickles only defaults/state/param_groups, which here live in the
+        # wrapped optimizer; keep the whole wrapper instead. The J buffer is a cache: dropped.
+        state = self.__dict__.copy()
+        state["_buffer"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     # -- delegation to the wrapped optimizer -------------------------------------------------
 
@@ -230,13 +225,7 @@ class GradSurgery(torch.optim.Optimizer):
         return params
 
     def _parameters(self) -> list[Tensor]:
-        params, seen = [], set()
-        for group in self.optimizer.param_groups:
-            for p in group["params"]:
-                if p.requires_grad and id(p) not in seen:
-                    seen.add(id(p))
-                    params.append(p)
-        return params
+        return trainable_parameters(self.optimizer.param_groups)
 
     @property
     def shared_parameters(self) -> list[Tensor]:
@@ -263,34 +252,15 @@ class GradSurgery(torch.optim.Optimizer):
         Raises:
             TypeError, ValueError: bad ``losses`` (empty, non-scalar, no path to any parameter,
                 task count changed for a method whose state depends on it), sparse gradients.
-            FloatingPointError: non-finite gradients with ``nonfinite="raise"``.
+            FloatingPointError: a non-finite loss or task gradient with ``nonfinite="raise"``.
             In every case nothing has been changed: ``.grad``, parameters, optimizer and method
             state are as before the call.
         """
-        names, scalars = normalise_losses(losses)
-        alphas = normalise_task_weights(self.task_weights, names)
-        self.method.check_num_tasks(len(scalars))
-        params = self._parameters()
-        index = {id(p): k for k, p in enumerate(params)}
-        reached = [sorted(reached_parameters(loss, index)) for loss in scalars]
-        for name, r in zip(names, reached):
-            if not r:
-                raise ValueError(f"losses[{name!r}]: reaches none of the wrapped optimizer's parameters")
-        if self._shared is None:
-            counts: dict[int, int] = {}
-            for r in reached:
-                for k in r:
-                    counts[k] = counts.get(k, 0) + 1
-            shared_idx = [k for k in sorted(counts) if counts[k] >= 2]
-        else:
-            shared_idx = [index[id(p)] for p in self._shared]
+        plan = plan_step(losses, self.task_weights, self._parameters(), self._shared, retain_graph=retain_graph)
+        self.method.check_num_tasks(plan.num_tasks)
         saved = copy.deepcopy(self.method.state_dict()) if self.method.stateful else None
-        step = _Step(names, scalars, alphas, params, reached, shared_idx, retain_graph)
         try:
-            if self.method.kind in ("loss", "double_backward"):
-                stats = self._backward_objective(step)
-            else:
-                stats = self._backward_surgery(step)
+            stats = self._path.run(plan, self)
         except BaseException:
             # Whatever failed, the method's state is as it was (a stateful objective may have
             # advanced it before the failure).
@@ -299,205 +269,24 @@ class GradSurgery(torch.optim.Optimizer):
             raise
         if stats.skipped and saved is not None:
             self.method.load_state_dict(saved)
+        self._skip_next_step = stats.skipped
         return stats
 
-    def _backward_surgery(self, step: _Step) -> SurgeryStats:
-        names, scalars, alphas, params = step.names, step.scalars, step.alphas, step.params
-        reached, shared_idx, retain_graph = step.reached, step.shared_idx, step.retain_graph
-        num_tasks = len(scalars)
-        shared = [params[k] for k in shared_idx]
-        slot = {k: s for s, k in enumerate(shared_idx)}
-        buffer = self._buffer_for(shared, num_tasks)
-        kernels = get_backend(self.backend, shared[0].device if shared else params[0].device)
-        if self._shared is not None:
-            # Declared shared parameters a task does not reach get a zero row segment.
-            reached = [sorted(set(r) | set(shared_idx)) for r in reached]
-
-        specific: dict[int, Tensor] = {}
-        finite_specific: list[Tensor] = []
-        for t, (name, loss) in enumerate(zip(names, scalars)):
-            grads = torch.autograd.grad(
-                loss,
-                [params[k] for k in reached[t]],
-                grad_outputs=torch.full_like(loss, alphas[t]),
-                retain_graph=retain_graph or t < num_tasks - 1,
-                allow_unused=True,
-            )
-            row: list[Tensor | None] = [None] * len(shared)
-            flags = []
-            for k, g in zip(reached[t], grads):
-                if g is None:
-                    continue
-                _check_dense(name, k, g)
-                if k in slot:
-                    row[slot[k]] = g
-                else:
-                    flags.append(torch.isfinite(g).all())
-                    specific[k] = g if k not in specific else specific[k] + g
-            finite_specific.append(torch.stack(flags).all() if flags else loss.new_ones((), dtype=torch.bool))
-            if buffer is not None:
-                kernels.flatten_into(buffer.rows[t], row)
-
-        if buffer is not None:
-            gram = kernels.gram(buffer.matrix)
-        else:
-            gram = torch.zeros(num_tasks, num_tasks, dtype=torch.float64)
-        # The one host synchronisation of the step: the Gram matrix, the finiteness flags and the
-        # losses come to the CPU together, where the tiny T×T method runs.
-        gram = gram.cpu()
-        finite = torch.isfinite(gram.diagonal()) & torch.stack(finite_specific).cpu()
-        loss_values = torch.stack([loss.detach().to(torch.float64) for loss in scalars]).cpu()
-        skipped = self._check_finite(names, finite, loss_values, gram, kernels.NAME)
-        if skipped is not None:
-            return skipped
-
-        scale = 1.0 / num_tasks if self.reduction == "mean" else 1.0
-        if self.method.kind == "matrix":
-            weights = torch.full((num_tasks,), float("nan"), dtype=torch.float64)
-            if buffer is not None:
-                self._write_shared(buffer, lambda beta: self._combine_matrix(buffer, beta, scale))
-        else:
-            weights = self.method.weights(gram, losses=loss_values) * scale
-            if buffer is not None:
-                self._write_shared(buffer, lambda beta: kernels.combine_into(buffer.flat, buffer.matrix, weights, beta=beta))
-        self._write_specific(params, specific, scale)
-        self._skip_next_step = False
-        return SurgeryStats(
-            task_names=tuple(names),
-            losses=loss_values,
-            gram=gram,
-            weights=weights,
-            method=self.method.name,
-            backend=kernels.NAME,
-        )
-
-    def _backward_objective(self, step: _Step) -> SurgeryStats:
-        # Loss-space methods and the cosine regulariser: one objective, one (possibly double)
-        # backward, ordinary gradients for every parameter it reaches.
-        names, scalars, alphas, params = step.names, step.scalars, step.alphas, step.params
-        reached, shared_idx, retain_graph = step.reached, step.shared_idx, step.retain_graph
-        num_tasks = len(scalars)
-        scaled = torch.stack([loss * alpha for loss, alpha in zip(scalars, alphas)])
-        gram = None
-        if self.method.kind == "double_backward":
-            objective, gram = self.method.objective(scaled, [params[k] for k in shared_idx])
-            gram = gram.detach().to(device="cpu", dtype=torch.float64)
-        else:
-            objective = self.method.objective(scaled)
-        # Learnable method parameters created lazily (at the first objective) join the wrapped
-        # optimizer once this step has succeeded.
-        known = {id(p): k for k, p in enumerate(params)}
-        method_params = [p for p in self.method.parameters() if p.requires_grad]
-        fresh = [p for p in method_params if id(p) not in known]
-        positions = sorted(set().union(*reached) | {known[id(p)] for p in method_params if id(p) in known})
-        inputs = [params[k] for k in positions] + fresh
-        grads = torch.autograd.grad(objective, inputs, retain_graph=retain_graph, allow_unused=True)
-        specific: dict[int, Tensor] = {}
-        for k, g in zip(positions, grads):
-            if g is not None:
-                _check_dense("objective", k, g)
-                specific[k] = g
-        fresh_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(fresh, grads[len(positions):])]
-        flags = [torch.isfinite(g).all() for g in [*specific.values(), *fresh_grads]]
-        loss_values = torch.stack([loss.detach().to(torch.float64) for loss in scalars]).cpu()
-        if flags and not bool(torch.stack(flags).all()):
-            # Name the tasks whose loss (or gradient norm) is non-finite; if none is, the
-            # objective itself overflowed and every task is named.
-            finite = torch.isfinite(loss_values)
-            if gram is not None:
-                finite &= torch.isfinite(gram.diagonal())
-            if finite.all():
-                finite = torch.zeros_like(finite)
-            return self._check_finite(names, finite, loss_values, gram, "torch")
-        scale = 1.0 / num_tasks if self.reduction == "mean" else 1.0
-        self._write_specific(params, specific, scale)
-        if fresh:
-            self.optimizer.add_param_group({"params": fresh})
-            for p, g in zip(fresh, fresh_grads):
-                p.grad = g * scale
-        last = getattr(self.method, "last_weights", None)
-        weights = last * scale if last is not None else torch.full((num_tasks,), float("nan"), dtype=torch.float64)
-        self._skip_next_step = False
-        return SurgeryStats(
-            task_names=tuple(names),
-            losses=loss_values,
-            gram=gram,
-            weights=weights,
-            method=self.method.name,
-            backend="torch",
-        )
-
-    def _check_finite(
-        self, names: list[str], finite: Tensor, loss_values: Tensor, gram: Tensor | None, backend: str
-    ) -> SurgeryStats | None:
-        """Raise or report a skipped step if any task is non-finite; None if all are finite."""
-        bad = [n for n, ok in zip(names, finite.tolist()) if not ok]
-        if not bad:
-            return None
-        if self.nonfinite == "raise":
-            raise FloatingPointError(
-                f"losses: non-finite gradients for task(s) {bad}; nothing was changed "
-                "(pass nonfinite='skip' to skip such steps)"
-            )
-        self._skip_next_step = True
-        return SurgeryStats(
-            task_names=tuple(names),
-            losses=loss_values,
-            gram=gram,
-            weights=torch.zeros(len(names), dtype=torch.float64),
-            method=self.method.name,
-            backend=backend,
-            skipped=True,
-            nonfinite_tasks=tuple(bad),
-        )
+    # -- what the step paths ask of their owner (gradsurg.step.paths) --------------------------
 
     def _buffer_for(self, shared: list[Tensor], num_tasks: int) -> GradBuffer | None:
+        """The reused J buffer for these shared parameters and T (None without any)."""
         if not shared:
             return None
         if self._buffer is None or self._buffer.key != GradBuffer.make_key(shared, num_tasks):
             self._buffer = GradBuffer(shared, num_tasks)
         return self._buffer
 
-    @staticmethod
-    def _write_shared(buffer: GradBuffer, combine: Callable[[float], None]) -> None:
-        # .grad of the shared parameters become views of the buffer's flat vector, so the
-        # combination is written once, in place. Existing gradients are brought into the flat
-        # vector first so that the combine can accumulate like Tensor.backward does.
-        accumulate = any(p.grad is not None for p in buffer.params)
-        if accumulate:
-            for k, p in enumerate(buffer.params):
-                if p.grad is None:
-                    buffer.grads[k].zero_()
-                elif not buffer.owns_grad(k, p.grad):
-                    buffer.grads[k].copy_(p.grad)
-        combine(1.0 if accumulate else 0.0)
-        for k, p in enumerate(buffer.params):
-            p.grad = buffer.grads[k]
+    def _kernels_for(self, plan: StepPlan) -> Any:
+        """The kernel backend for the device of the shared parameters."""
+        params = plan.shared or plan.params
+        return get_backend(self.backend, params[0].device)
 
-    def _combine_matrix(self, buffer: GradBuffer, beta: float, scale: float) -> None:
-        # A matrix method writes its own combination; the 1/T of reduction="mean" must scale only
-        # that, not gradients already accumulated in the buffer.
-        if scale == 1.0:
-            self.method.combine_into(buffer.flat, buffer.matrix, beta=beta)
-        elif beta == 0.0:
-            self.method.combine_into(buffer.flat, buffer.matrix, beta=0.0)
-            buffer.flat.mul_(scale)
-        else:
-            fresh = torch.empty_like(buffer.flat)
-            self.method.combine_into(fresh, buffer.matrix, beta=0.0)
-            buffer.flat.add_(fresh, alpha=scale)
-
-    @staticmethod
-    def _write_specific(params: list[Tensor], specific: dict[int, Tensor], scale: float) -> None:
-        for k, g in specific.items():
-            p = params[k]
-            if scale != 1.0:
-                g = g * scale
-            if p.grad is not None:
-                p.grad.add_(g)
-            elif g.stride() == p.stride():
-                p.grad = g
-            else:
-                # Gradients such as an expanded ones tensor (stride 0) cannot be modified in place
-                # by the optimizer or clip_grad_norm_; give the parameter its own layout.
-                p.grad = torch.empty_like(p).copy_(g)
+    def _scale(self, num_tasks: int) -> float:
+        """The factor ``reduction`` applies to every weight."""
+        return 1.0 / num_tasks if self.reduction == "mean" else 1.0

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["SurgeryStats", "cosine_from_gram"]
+__all__ = ["SurgeryStats", "cosine_from_gram", "make_stats"]
 
 
 def cosine_from_gram(gram: Tensor) -> Tensor:
@@ -30,11 +30,14 @@ class SurgeryStats:
         task_names: the keys of the losses dict, or ``"0"``, ``"1"``, … for a list.
         losses: ``(T,)`` detached loss values (before ``task_weights``).
         gram: ``(T, T)`` Gram matrix of the task gradients of the shared parameters
-            (scaled by ``task_weights``); None for loss-space methods, which compute no per-task
-            gradients.
+            (scaled by ``task_weights``); None when no Gram was computed: loss-space methods
+            compute no per-task gradients, and a step without shared parameters (one task, or
+            tasks that share nothing) has none to compare.
         weights: ``(T,)`` weights applied to the rows of J (after ``reduction``), or to the
             losses for loss-space methods; NaN for methods that combine elementwise (GradDrop);
-            zeros when the step was skipped.
+            ``1`` (or ``1/T`` with ``reduction="mean"``) when there were no shared parameters,
+            since each task's gradient was then applied as it is; zeros when the step was
+            skipped.
         method: name of the method.
         backend: kernel backend that ran the step.
         skipped: whether the step was skipped because of non-finite gradients
@@ -79,3 +82,33 @@ class SurgeryStats:
             "backend": self.backend,
             "skipped": self.skipped,
         }
+
+
+def make_stats(
+    names: list[str] | tuple[str, ...],
+    losses: Tensor,
+    gram: Tensor | None,
+    weights: Tensor | None,
+    *,
+    method: str,
+    backend: str,
+    nonfinite_tasks: tuple[str, ...] = (),
+) -> SurgeryStats:
+    """The one builder of :class:`SurgeryStats`: a step that names non-finite tasks was skipped
+    (weights zero); ``weights=None`` means the method has no weights (NaN)."""
+    num_tasks = len(names)
+    skipped = bool(nonfinite_tasks)
+    if skipped:
+        weights = torch.zeros(num_tasks, dtype=torch.float64)
+    elif weights is None:
+        weights = torch.full((num_tasks,), float("nan"), dtype=torch.float64)
+    return SurgeryStats(
+        task_names=tuple(names),
+        losses=losses,
+        gram=None if gram is None else gram.detach().to(device="cpu", dtype=torch.float64),
+        weights=weights.detach().to(device="cpu", dtype=torch.float64),
+        method=method,
+        backend=backend,
+        skipped=skipped,
+        nonfinite_tasks=tuple(nonfinite_tasks),
+    )

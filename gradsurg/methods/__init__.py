@@ -1,6 +1,6 @@
 """Gradient-surgery methods: each turns the T×T Gram matrix of the task gradients into weights."""
 
-from .base import LossWeighting, MatrixMethod, Method
+from .base import DoubleBackwardMethod, GramMethod, LossWeighting, MatrixMethod, Method
 from .cagrad import CAGrad
 from .gradvac import GradVac
 from .imtl_g import IMTLG
@@ -12,7 +12,9 @@ from .sum import Sum
 
 __all__ = [
     "CAGrad",
+    "DoubleBackwardMethod",
     "GradVac",
+    "GramMethod",
     "IMTLG",
     "LossWeighting",
     "MGDA",

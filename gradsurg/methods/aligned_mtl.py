@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Method
+from .base import GramMethod
 
 __all__ = ["AlignedMTL", "aligned_mtl_weights"]
 
@@ -63,7 +63,7 @@ def aligned_mtl_weights(gram: Tensor, scale_mode: str = "min", pref: str = "mean
     return b @ p
 
 
-class AlignedMTL(Method):
+class AlignedMTL(GramMethod):
     """Aligned-MTL (Senushkin et al. 2023): the task gradients with all singular values set to
     one scale, combined with the preference ``pref``.
 

@@ -1,28 +1,34 @@
-"""The method protocol: a method turns the T×T Gram matrix of the task gradients into T weights.
+"""The method kinds. Each kind is a class that brings its own path through a step.
 
-Every gradient-surgery method that gradsurg ships is a function of G = J·Jᵀ alone (plus, for
-stateful methods, a little state of size O(T²)). Keeping methods away from J is what lets the
-heavy work stay in two passes over J done by kernels, and what makes a distributed Gram (an
-all-reduce of T×T numbers) enough for exact surgery on sharded gradients.
+- :class:`GramMethod` turns the T×T Gram matrix of the task gradients into T weights. Most
+  gradient-surgery methods are a function of G = J·Jᵀ alone (plus, for stateful methods, a
+  little state of size O(T²)). Keeping methods away from J is what lets the heavy work stay in
+  two passes over J done by kernels, and what makes a distributed Gram (an all-reduce of T×T
+  numbers) enough for exact surgery on sharded gradients.
+- :class:`MatrixMethod` needs J itself (elementwise rules, tracked gradients).
+- :class:`LossWeighting` needs no per-task gradients: it turns the losses into one objective.
+- :class:`DoubleBackwardMethod` differentiates through the task gradients (``cosreg``).
+
+:class:`GradSurgery` picks the step path from the method's kind once, when it is built
+(:func:`gradsurg.step.paths.path_for`); adding a kind adds a class here and a path there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LossWeighting", "MatrixMethod", "Method"]
+__all__ = ["DoubleBackwardMethod", "GramMethod", "LossWeighting", "MatrixMethod", "Method"]
 
 
 class Method(nn.Module):
-    """Base class of all gradsurg methods.
+    """Base class of all gradsurg methods: name, state and task-count bookkeeping.
 
-    A method maps the Gram matrix ``G`` (float64, shape ``(T, T)``, on the CPU) of the task
-    gradients to a weight vector ``w`` (float64, shape ``(T,)``) so that the combined update is
-    ``w @ J``. Subclasses implement :meth:`_weights`; callers use :meth:`weights`, which checks
-    the input and, for stateful methods, that the number of tasks has not changed.
+    A method is one of the kinds below (:class:`GramMethod`, :class:`MatrixMethod`,
+    :class:`LossWeighting`, :class:`DoubleBackwardMethod`); the kind decides how a step runs.
 
     Stateful methods (``stateful = True``) keep their state in :meth:`get_extra_state`, so
     ``state_dict()`` / ``load_state_dict()`` checkpoint it, and :meth:`reset` clears it.
@@ -35,17 +41,50 @@ class Method(nn.Module):
     #: Whether that state is shaped by the number of tasks (GradVac's T×T targets), so the
     #: task count may not change between steps without :meth:`reset`.
     tied_to_num_tasks: ClassVar[bool] = False
-    #: How the method enters a step. ``"gram"``: weights from G (this class). ``"matrix"``: it
-    #: needs J itself (:class:`MatrixMethod`, e.g. GradDrop). ``"loss"``: it needs no per-task
-    #: gradients at all (:class:`LossWeighting`). ``"double_backward"``: it differentiates
-    #: through the task gradients (``cosreg``).
-    kind: ClassVar[str] = "gram"
-    #: Whether :meth:`weights` needs the task losses too (e.g. DB-MTL's log-loss scaling).
+    #: Whether the method needs the task losses too (e.g. DB-MTL's log-loss scaling).
     needs_losses: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
         self._num_tasks: int | None = None
+
+    def check_num_tasks(self, num_tasks: int) -> None:
+        """Raise ``ValueError`` if the method's state was built for another number of tasks."""
+        if self.tied_to_num_tasks and self._num_tasks is not None and num_tasks != self._num_tasks:
+            raise ValueError(
+                f"losses: {type(self).__name__} is stateful and was used with "
+                f"{self._num_tasks} tasks; got {num_tasks}. Call reset() on the method to start "
+                "over with a different number of tasks."
+            )
+
+    def after_step(self) -> None:
+        """Called by :meth:`GradSurgery.step` after the wrapped optimizer stepped (renormalising
+        learnable weights, say); nothing by default."""
+
+    def reset(self) -> None:
+        """Forget all state (stateless methods: nothing to do)."""
+        self._num_tasks = None
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """State saved by ``state_dict()``: the number of tasks the state belongs to."""
+        return {"num_tasks": self._num_tasks}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        self._num_tasks = state.get("num_tasks")
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+class GramMethod(Method):
+    """A method that maps the Gram matrix ``G`` (float64, shape ``(T, T)``, on the CPU) of the
+    task gradients to a weight vector ``w`` (float64, shape ``(T,)``) so that the combined update
+    is ``w @ J``.
+
+    Subclasses implement :meth:`_weights`; callers use :meth:`weights`, which checks the input
+    and, for stateful methods, that the number of tasks has not changed.
+    """
 
     @torch.no_grad()
     def weights(self, gram: Tensor, /, losses: Tensor | None = None) -> Tensor:
@@ -80,54 +119,21 @@ class Method(nn.Module):
             self._num_tasks = gram.shape[0]
         return w
 
-    def check_num_tasks(self, num_tasks: int) -> None:
-        """Raise ``ValueError`` if the method's state was built for another number of tasks."""
-        if self.tied_to_num_tasks and self._num_tasks is not None and num_tasks != self._num_tasks:
-            raise ValueError(
-                f"losses: {type(self).__name__} is stateful and was used with "
-                f"{self._num_tasks} tasks; got {num_tasks}. Call reset() on the method to start "
-                "over with a different number of tasks."
-            )
-
     def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         raise NotImplementedError
-
-    def after_step(self) -> None:
-        """Called by :meth:`GradSurgery.step` after the wrapped optimizer stepped (renormalising
-        learnable weights, say); nothing by default."""
-
-    def reset(self) -> None:
-        """Forget all state (stateless methods: nothing to do)."""
-        self._num_tasks = None
-
-    def get_extra_state(self) -> dict[str, Any]:
-        """State saved by ``state_dict()``: the number of tasks the state belongs to."""
-        return {"num_tasks": self._num_tasks}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`get_extra_state` saved."""
-        self._num_tasks = state.get("num_tasks")
-
-    def extra_repr(self) -> str:
-        return ""
 
 
 class MatrixMethod(Method):
     """A method that needs the per-task gradients themselves, not only their Gram matrix
     (elementwise rules such as GradDrop's sign purity).
 
-    Subclasses implement :meth:`combine_into`; :meth:`weights` is not defined for them and the
-    step reports NaN weights.
+    Subclasses implement :meth:`combine_into`; they have no weights and the step reports NaN
+    weights.
     """
-
-    kind = "matrix"
 
     def combine_into(self, out: Tensor, matrix: Tensor, *, beta: float = 0.0) -> None:
         """Write ``beta·out + aggregate(J)`` into the flat ``out`` (shape ``(P,)``) in place."""
         raise NotImplementedError
-
-    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
-        raise TypeError(f"{type(self).__name__} works on the gradients themselves, not on G; use combine_into")
 
 
 class LossWeighting(Method):
@@ -142,7 +148,6 @@ class LossWeighting(Method):
     :meth:`objective` sets ``last_weights`` (the effective ``∂objective/∂L_t``) for the stats.
     """
 
-    kind = "loss"
     #: Weights of the last :meth:`objective`, reported in :class:`~gradsurg.SurgeryStats`.
     last_weights: Tensor | None = None
 
@@ -159,5 +164,19 @@ class LossWeighting(Method):
         self.last_weights = w.detach().to(device="cpu", dtype=torch.float64)
         return (w.to(device=losses.device, dtype=losses.dtype) * losses).sum()
 
-    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
-        raise TypeError(f"{type(self).__name__} weights losses, not gradients; use loss_weights")
+
+class DoubleBackwardMethod(Method):
+    """A method whose objective differentiates through the task gradients themselves (a double
+    backward), such as the cosine regulariser ``cosreg``.
+
+    Subclasses implement :meth:`objective`, returning the scalar to differentiate and the
+    detached Gram matrix for the stats, and set ``last_weights`` (the weights of the losses in
+    the objective) for the stats.
+    """
+
+    #: Weights of the losses in the last :meth:`objective`, reported in the stats.
+    last_weights: Tensor | None = None
+
+    def objective(self, losses: Tensor, shared: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """``(objective, G)`` from the ``(T,)`` losses (with their graph) and the shared parameters."""
+        raise NotImplementedError

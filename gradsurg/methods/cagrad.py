@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ._minnorm import min_norm_weights
-from .base import Method
+from .base import GramMethod
 
 __all__ = ["CAGrad", "cagrad_weights"]
 
@@ -105,7 +105,7 @@ def cagrad_weights(gram: Tensor, c: float, rescale: int = 1) -> Tensor:
     return (mean + (radius / norm) * w) / factor
 
 
-class CAGrad(Method):
+class CAGrad(GramMethod):
     """CAGrad (Liu et al. 2021).
 
     Args:

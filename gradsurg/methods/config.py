@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Method
+from .base import GramMethod
 
 __all__ = ["ConFIG", "config_weights"]
 
@@ -62,7 +62,7 @@ def config_weights(gram: Tensor) -> Tensor:
     return beta * (float(ones @ gram @ beta) / norm_sq)
 
 
-class ConFIG(Method):
+class ConFIG(GramMethod):
     """ConFIG (Liu et al. 2025): the direction with equal cosine to every task gradient, with
     length Σ_i g_iᵀ d_u."""
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import LossWeighting, Method
+from .base import DoubleBackwardMethod, LossWeighting
 
 __all__ = ["CosReg", "differentiable_gram"]
 
@@ -51,7 +51,7 @@ def differentiable_gram(losses: Tensor, shared: Sequence[Tensor]) -> Tensor:
     return gram
 
 
-class CosReg(Method):
+class CosReg(DoubleBackwardMethod):
     """The paper's objective ``Σ α_t L_t + λ Σ_{t1<t2} cos(∇L_t1, ∇L_t2)``, differentiated exactly.
 
     Args:
@@ -62,7 +62,6 @@ class CosReg(Method):
     """
 
     name = "cosreg"
-    kind = "double_backward"
 
     def __init__(self, lam: float = 0.1, weighting: str | LossWeighting | None = None) -> None:
         super().__init__()
@@ -125,9 +124,6 @@ class CosReg(Method):
         """Delegate to the dynamic weighting."""
         if self.weighting is not None:
             self.weighting.after_step()
-
-    def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
-        raise TypeError("CosReg differentiates through the task gradients; use objective()")
 
     def get_extra_state(self) -> dict[str, Any]:
         """No state of its own (a dynamic weighting saves its state as a submodule)."""

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Method
+from .base import GramMethod
 
 __all__ = ["DBMTL", "db_mtl_weights"]
 
@@ -51,7 +51,7 @@ def db_mtl_weights(gram: Tensor, losses: Tensor, ema: Tensor | None, beta: float
     return ratio / losses, new
 
 
-class DBMTL(Method):
+class DBMTL(GramMethod):
     """DB-MTL (Lin et al. 2023) on G and the losses.
 
     Args:

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from ._minnorm import min_norm_weights
-from .base import Method
+from .base import GramMethod
 
 __all__ = ["FairGrad", "fairgrad_weights"]
 
@@ -109,7 +109,7 @@ def fairgrad_weights(gram: Tensor, alpha: float = 1.0) -> Tensor:
     return w
 
 
-class FairGrad(Method):
+class FairGrad(GramMethod):
     """FairGrad (Ban & Ji 2024): weights solving ``G w = w^(−1/α)``; update ``Σ_t w_t g_t``.
 
     Args:

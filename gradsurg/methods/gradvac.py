@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ._seeded import Seeded
-from .base import Method
+from .base import GramMethod
 from .pcgrad import random_orders
 
 __all__ = ["GradVac", "gradvac_weights"]
@@ -70,7 +70,7 @@ def gradvac_weights(gram: Tensor, order: Tensor, rho: Tensor, beta: float) -> tu
     return coef.sum(dim=0), rho
 
 
-class GradVac(Seeded, Method):
+class GradVac(Seeded, GramMethod):
     """Gradient Vaccine (Wang et al. 2021).
 
     Args:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Method
+from .base import GramMethod
 
 __all__ = ["IMTLG", "imtl_g_weights"]
 
@@ -57,7 +57,7 @@ def imtl_g_weights(gram: Tensor) -> Tensor:
     return alpha
 
 
-class IMTLG(Method):
+class IMTLG(GramMethod):
     """IMTL-G: weights summing to 1 whose combination projects equally on every unit task
     gradient (zeros if no such combination exists). Invariant to a common positive scale of the
     gradients; equivariant under relabelling of the tasks."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Method
+from .base import GramMethod
 
 __all__ = ["Mean"]
 
 
-class Mean(Method):
+class Mean(GramMethod):
     """Weights ``w_t = 1/T``: the combined update is the mean task gradient (LibMTL's ``EW``,
     TorchJD's ``Mean``)."""
 

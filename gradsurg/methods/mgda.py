@@ -15,12 +15,12 @@ from __future__ import annotations
 from torch import Tensor
 
 from ._minnorm import min_norm_weights
-from .base import Method
+from .base import GramMethod
 
 __all__ = ["MGDA"]
 
 
-class MGDA(Method):
+class MGDA(GramMethod):
     """MGDA: weights ``w`` on the simplex minimising ``‖wᵀ J‖``.
 
     The weights sum to 1, so the update has the scale of one task gradient (use a

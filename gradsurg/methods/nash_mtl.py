@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from ._minnorm import min_norm_weights
-from .base import Method
+from .base import GramMethod
 
 __all__ = ["NashMTL", "nash_mtl_weights"]
 
@@ -94,7 +94,7 @@ def _clip(alpha: Tensor, gram: Tensor, max_norm: float) -> Tensor:
     return alpha
 
 
-class NashMTL(Method):
+class NashMTL(GramMethod):
     """Nash-MTL (Navon et al. 2022): the Nash bargaining solution G α = 1/α, solved exactly.
 
     Args:

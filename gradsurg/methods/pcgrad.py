@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ._seeded import Seeded
-from .base import Method
+from .base import GramMethod
 
 __all__ = ["PCGrad", "pcgrad_weights", "random_orders"]
 
@@ -61,7 +61,7 @@ def pcgrad_weights(gram: Tensor, order: Tensor) -> Tensor:
     return coef.sum(dim=0)
 
 
-class PCGrad(Seeded, Method):
+class PCGrad(Seeded, GramMethod):
     """PCGrad (Yu et al. 2020). The combined update is the *sum* of the projected gradients,
     as in the paper; wrap with ``reduction="mean"`` in :class:`~gradsurg.GradSurgery` for the mean.
 

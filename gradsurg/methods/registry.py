@@ -11,13 +11,13 @@ import inspect
 import pkgutil
 from typing import Any
 
-from .base import LossWeighting, MatrixMethod, Method
+from .base import DoubleBackwardMethod, GramMethod, LossWeighting, MatrixMethod, Method
 
 __all__ = ["available_methods", "get_method", "method_class", "resolve_method"]
 
 # The classic methods first, in the order users meet them; the rest alphabetically.
 _FIRST = ("sum", "mean", "pcgrad", "gradvac", "cagrad", "mgda", "imtl_g")
-_BASES = (Method, MatrixMethod, LossWeighting)
+_BASES = (Method, GramMethod, MatrixMethod, LossWeighting, DoubleBackwardMethod)
 _METHODS: dict[str, type[Method]] = {}
 
 

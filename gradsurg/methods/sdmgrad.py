@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ._minnorm import min_norm_weights
-from .base import Method
+from .base import GramMethod
 
 __all__ = ["SDMGrad", "sdmgrad_weights"]
 
@@ -45,7 +45,7 @@ def sdmgrad_weights(gram: Tensor, lamda: float = 0.3) -> Tensor:
     return (w + lamda * mean) / (1.0 + lamda)
 
 
-class SDMGrad(Method):
+class SDMGrad(GramMethod):
     """SDMGrad (Xiao et al. 2023), deterministic sub-problem solved exactly.
 
     Args:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Method
+from .base import GramMethod
 
 __all__ = ["Sum"]
 
 
-class Sum(Method):
+class Sum(GramMethod):
     """Weights ``w_t = 1``: the combined update is ``Σ_t g_t``, what ``sum(losses).backward()``
     gives. It is the baseline every surgery method is compared with."""
 

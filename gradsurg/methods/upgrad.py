@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ._qp import dual_cone_weights
-from .base import Method
+from .base import GramMethod
 
 __all__ = ["DualConeMethod", "UPGrad", "upgrad_weights"]
 
@@ -41,7 +41,7 @@ def upgrad_weights(gram: Tensor, reg_eps: float = 0.0) -> Tensor:
     return total / num_tasks
 
 
-class DualConeMethod(Method):
+class DualConeMethod(GramMethod):
     """Shared options of the dual-cone projections (UPGrad, DualProj).
 
     Args:

@@ -251,7 +251,7 @@ def test_db_mtl_balances_magnitudes_and_loss_scale():
 
 
 def _run(method, J, L):
-    if method.kind == "matrix":
+    if isinstance(method, gradsurg.methods.MatrixMethod):
         out = torch.zeros(J.shape[1], dtype=F64)
         method.combine_into(out, J)
         return out

@@ -1,0 +1,48 @@
+"""Write: the combined gradient into ``.grad``, accumulating like ``Tensor.backward``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ..buffer import GradBuffer
+
+__all__ = ["write_shared", "write_specific"]
+
+
+def write_shared(buffer: GradBuffer, combine: Callable[[float], None]) -> None:
+    """Call ``combine(beta)`` to write into the buffer's flat vector, then make the shared
+    parameters' ``.grad`` its views.
+
+    The views let the combination be written once, in place. Existing gradients are brought
+    into the flat vector first so that ``combine`` can accumulate (``beta=1``) as
+    ``Tensor.backward`` does; with no existing gradient it overwrites (``beta=0``).
+    """
+    accumulate = any(p.grad is not None for p in buffer.params)
+    if accumulate:
+        for k, p in enumerate(buffer.params):
+            if p.grad is None:
+                buffer.grads[k].zero_()
+            elif not buffer.owns_grad(k, p.grad):
+                buffer.grads[k].copy_(p.grad)
+    combine(1.0 if accumulate else 0.0)
+    for k, p in enumerate(buffer.params):
+        p.grad = buffer.grads[k]
+
+
+def write_specific(params: list[Tensor], specific: dict[int, Tensor], scale: float) -> None:
+    """Add ``scale·g`` into ``params[k].grad`` for every ``k → g`` of ``specific``."""
+    for k, g in specific.items():
+        p = params[k]
+        if scale != 1.0:
+            g = g * scale
+        if p.grad is not None:
+            p.grad.add_(g)
+        elif g.stride() == p.stride():
+            p.grad = g
+        else:
+            # Gradients such as an expanded ones tensor (stride 0) cannot be modified in place
+            # by the optimizer or clip_grad_norm_; give the parameter its own layout.
+            p.grad = torch.empty_like(p).copy_(g)

@@ -1,0 +1,122 @@
+"""Each stage of a step on its own: plan, capture, host view, non-finite decision, write."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gradsurg
+from gradsurg.buffer import GradBuffer
+from gradsurg.kernels.dispatch import get_backend
+from gradsurg.step import path_for, plan_step
+from gradsurg.step.capture import capture_task_gradients
+from gradsurg.step.gram import to_host
+from gradsurg.step.nonfinite import nonfinite_tasks
+from gradsurg.step.paths import DoubleBackwardPath, GramPath, LossPath, MatrixPath
+from gradsurg.step.plan import trainable_parameters
+from gradsurg.step.write import write_shared, write_specific
+
+
+def test_plan_finds_the_parameters_two_losses_reach(make_model):
+    model, x, y = make_model(3)
+    params = trainable_parameters([{"params": list(model.parameters())}])
+    plan = plan_step({"a": model.losses(x, y)[0], "b": model.losses(x, y)[1]}, None, params, None)
+    trunk = {id(p) for p in model.trunk.parameters()}
+    assert plan.names == ["a", "b"] and plan.alphas == [1.0, 1.0]
+    assert {id(p) for p in plan.shared} == trunk
+    # Each loss reaches the trunk and its own head only.
+    head0 = {id(p) for p in model.heads[0].parameters()}
+    assert {id(params[k]) for k in plan.reached[0]} == trunk | head0
+
+
+def test_plan_with_declared_shared_gives_every_task_the_shared_set(make_model):
+    model, x, y = make_model(2)
+    params = list(model.parameters())
+    shared = [model.heads[0].weight]  # reached by task 0 only
+    plan = plan_step(model.losses(x, y), [2.0, 0.5], params, shared)
+    k = [id(p) for p in params].index(id(model.heads[0].weight))
+    assert plan.shared_idx == [k]
+    assert all(k in r for r in plan.reached)
+    assert plan.alphas == [2.0, 0.5]
+
+
+def test_plan_refuses_a_loss_that_reaches_nothing(make_model):
+    model, x, y = make_model(2)
+    stray = torch.nn.Parameter(torch.ones(()))
+    with pytest.raises(ValueError, match=r"losses\['1'\]: reaches none"):
+        plan_step([model.losses(x, y)[0], stray * 2], None, list(model.parameters()), None)
+
+
+def test_capture_writes_each_task_gradient_into_its_row_and_touches_no_grad(make_model):
+    model, x, y = make_model(3)
+    params = list(model.parameters())
+    losses = model.losses(x, y)
+    plan = plan_step(losses, [1.0, 2.0, 3.0], params, None, retain_graph=True)
+    buffer = GradBuffer(plan.shared, 3)
+    captured = capture_task_gradients(plan, buffer, get_backend("torch", torch.device("cpu")))
+    assert all(p.grad is None for p in params)
+    for t, loss in enumerate(losses):
+        expected = torch.autograd.grad(loss * (t + 1), plan.shared, retain_graph=True)
+        torch.testing.assert_close(buffer.matrix[t], torch.cat([g.reshape(-1) for g in expected]))
+    head = [id(p) for p in params].index(id(model.heads[1].weight))
+    torch.testing.assert_close(captured.specific[head], torch.autograd.grad(2 * losses[1], model.heads[1].weight)[0])
+    assert captured.finite_specific.tolist() == [True, True, True]
+
+
+def test_host_view_marks_a_task_with_a_nonfinite_loss():
+    losses = [torch.tensor(1.0), torch.tensor(float("nan")), torch.tensor(2.0)]
+    gram = torch.eye(3, dtype=torch.float64)
+    host = to_host(losses, gram, torch.tensor([True, True, False]))
+    assert host.finite.tolist() == [True, False, False]
+    assert host.gram.dtype == torch.float64 and host.losses.dtype == torch.float64
+
+
+def test_nonfinite_decision_raises_or_names_the_tasks():
+    finite = torch.tensor([True, False, True])
+    assert nonfinite_tasks(["a", "b", "c"], torch.ones(3, dtype=torch.bool), "raise") == ()
+    assert nonfinite_tasks(["a", "b", "c"], finite, "skip") == ("b",)
+    with pytest.raises(FloatingPointError, match=r"task\(s\) \['b'\].*nothing was changed"):
+        nonfinite_tasks(["a", "b", "c"], finite, "raise")
+
+
+def test_write_shared_overwrites_then_accumulates_into_views_of_the_buffer():
+    params = [torch.nn.Parameter(torch.zeros(2, 3)), torch.nn.Parameter(torch.zeros(4))]
+    buffer = GradBuffer(params, 2)
+    buffer.matrix.copy_(torch.arange(20.0).reshape(2, 10))
+    w = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    combine = get_backend("torch", torch.device("cpu")).combine_into
+    write_shared(buffer, lambda beta: combine(buffer.flat, buffer.matrix, w, beta=beta))
+    expected = buffer.matrix[0] - buffer.matrix[1]
+    assert torch.equal(torch.cat([p.grad.reshape(-1) for p in params]), expected)
+    assert params[0].grad.data_ptr() == buffer.flat.data_ptr()
+    write_shared(buffer, lambda beta: combine(buffer.flat, buffer.matrix, w, beta=beta))
+    assert torch.equal(torch.cat([p.grad.reshape(-1) for p in params]), 2 * expected)
+
+
+def test_write_specific_adds_scaled_and_gives_stride_zero_gradients_their_own_layout():
+    p, q = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, 2))
+    p.grad = torch.ones(3)
+    write_specific([p, q], {0: torch.full((3,), 2.0), 1: torch.ones(()).expand(2, 2)}, 0.5)
+    assert torch.equal(p.grad, torch.full((3,), 2.0))
+    assert torch.equal(q.grad, torch.full((2, 2), 0.5)) and q.grad.stride() == q.stride()
+
+
+@pytest.mark.parametrize("name", gradsurg.available_methods())
+def test_every_registered_method_has_the_path_of_its_kind(name):
+    method = gradsurg.methods.method_class(name)
+    expected = {
+        gradsurg.methods.GramMethod: GramPath,
+        gradsurg.methods.MatrixMethod: MatrixPath,
+        gradsurg.methods.LossWeighting: LossPath,
+        gradsurg.methods.DoubleBackwardMethod: DoubleBackwardPath,
+    }
+    kind = next(k for k in expected if issubclass(method, k))
+    assert type(path_for(method)) is expected[kind]
+
+
+def test_a_method_of_no_known_kind_is_refused():
+    class Odd(gradsurg.Method):
+        name = ""
+
+    with pytest.raises(TypeError, match="method: Odd is of no known kind"):
+        path_for(Odd())
