@@ -1,4 +1,9 @@
-"""The flat T×P buffer J of per-task gradients of the shared parameters, and its layout."""
+"""The T×P buffers J of per-task gradients of the shared parameters, one per layout group.
+
+Shared parameters of several dtypes or devices (a bf16 model with fp32 ``keep_in_fp32_modules``,
+a model split over two GPUs) live in one buffer per (device, dtype) group: the Gram matrix is
+the float64 sum of the groups' Grams, one set of weights combines every group.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["GradBuffer"]
+__all__ = ["GradBuffer", "SharedBuffers", "check_floating"]
 
 
 class GradBuffer:
@@ -20,7 +25,7 @@ class GradBuffer:
 
     Raises:
         ValueError: if the parameters span several devices or dtypes (one buffer cannot hold
-            them; pass ``shared=`` per device/dtype group to separate ``GradSurgery`` instances).
+            them: :class:`SharedBuffers` splits them into groups first).
     """
 
     def __init__(self, params: Sequence[Tensor], num_tasks: int) -> None:
@@ -44,8 +49,7 @@ class GradBuffer:
         if len(kinds) > 1:
             found = ", ".join(sorted(f"{d}/{t}".replace("torch.", "") for d, t in kinds))
             raise ValueError(
-                f"shared: the shared parameters must share one device and dtype, found {found}; "
-                "use one GradSurgery per device/dtype group"
+                f"shared: one buffer holds one device and dtype, found {found}"
             )
         if not params[0].dtype.is_floating_point:
             raise ValueError(f"shared: parameters must be floating point, got {params[0].dtype}")
@@ -66,3 +70,46 @@ class GradBuffer:
         """Whether ``grad`` is this buffer's view for parameter ``k`` (set by an earlier step)."""
         view = self.grads[k]
         return grad.data_ptr() == view.data_ptr() and grad.stride() == view.stride()
+
+
+def check_floating(params: Sequence[Tensor]) -> None:
+    """Raise ``ValueError`` unless every parameter is floating point."""
+    for k, p in enumerate(params):
+        if not p.dtype.is_floating_point:
+            raise ValueError(f"shared: parameter {k} is {p.dtype}; shared parameters must be floating point")
+
+
+class SharedBuffers:
+    """The shared parameters split into (device, dtype) groups, one :class:`GradBuffer` each.
+
+    ``slots[k]`` is ``(group, position in the group)`` of shared parameter ``k``. Groups come in
+    the order their first parameter appears, so one layout gives exactly one group and the
+    behaviour of a single buffer.
+    """
+
+    def __init__(self, params: Sequence[Tensor], num_tasks: int) -> None:
+        check_floating(params)
+        self.params = list(params)
+        self.num_tasks = num_tasks
+        self.key = self.make_key(self.params, num_tasks)
+        layouts: dict[tuple, list[int]] = {}
+        for k, p in enumerate(self.params):
+            layouts.setdefault((p.device, p.dtype), []).append(k)
+        self.groups: list[GradBuffer] = []
+        self.slots: list[tuple[int, int]] = [(0, 0)] * len(self.params)
+        for g, members in enumerate(layouts.values()):
+            self.groups.append(GradBuffer([self.params[k] for k in members], num_tasks))
+            for j, k in enumerate(members):
+                self.slots[k] = (g, j)
+
+    @staticmethod
+    def make_key(params: Sequence[Tensor], num_tasks: int) -> tuple:
+        """What must stay equal for the buffers to be reused."""
+        return GradBuffer.make_key(params, num_tasks)
+
+    def split(self, grads: Sequence[Tensor | None]) -> list[list[Tensor | None]]:
+        """One task's gradients (in shared-parameter order) as one list per group."""
+        out: list[list[Tensor | None]] = [[None] * len(b.params) for b in self.groups]
+        for (g, j), grad in zip(self.slots, grads):
+            out[g][j] = grad
+        return out

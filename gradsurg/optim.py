@@ -5,17 +5,19 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from .buffer import GradBuffer
+from .buffer import SharedBuffers, check_floating
 from .kernels.dispatch import BACKENDS, get_backend
 from .losses import check_task_weights_arg
 from .methods import Method, resolve_method
 from .stats import SurgeryStats
 from .step import path_for, plan_step
+from .step.capture import Captured
 from .step.nonfinite import NONFINITE_POLICIES, NonFinitePolicy
 from .step.plan import StepPlan, trainable_parameters
 from .step.reduce import LocalReduce
@@ -75,6 +77,7 @@ class GradSurgery(torch.optim.Optimizer):
         reduction: Reduction = "sum",
         backend: str = "auto",
         nonfinite: NonFinitePolicy = "raise",
+        scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         # Everything is checked before the wrapped optimizer is touched: a failed construction
         # leaves it exactly as it was.
@@ -91,6 +94,8 @@ class GradSurgery(torch.optim.Optimizer):
         if isinstance(task_weights, Tensor):
             task_weights = task_weights.tolist()
         check_task_weights_arg(task_weights)
+        if scaler is not None and not all(hasattr(scaler, a) for a in ("scale", "get_scale", "is_enabled", "unscale_")):
+            raise TypeError(f"scaler: expected a torch.amp.GradScaler, got {type(scaler).__name__}")
         self.optimizer = optimizer
         self.method = resolve_method(method)
         self._path = path_for(self.method)
@@ -99,7 +104,10 @@ class GradSurgery(torch.optim.Optimizer):
         self.backend = backend
         self.nonfinite = nonfinite
         self.task_weights = task_weights
-        self._buffer: GradBuffer | None = None
+        self.scaler = scaler
+        self._buffers: SharedBuffers | None = None
+        self._pending: _Pending | None = None
+        self._task_names: tuple[str, ...] | None = None
         self._reduce = LocalReduce()
         self._skip_next_step = False
         own = [p for p in self.method.parameters() if p.requires_grad]
@@ -124,7 +132,8 @@ class GradSurgery(torch.optim.Optimizer):
         # torch.optim.Optimizer pickles only defaults/state/param_groups, which here live in the
         # wrapped optimizer; keep the whole wrapper instead. The J buffer is a cache: dropped.
         state = self.__dict__.copy()
-        state["_buffer"] = None
+        state["_buffers"] = None
+        state["_pending"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -164,12 +173,25 @@ class GradSurgery(torch.optim.Optimizer):
         self.optimizer.add_param_group(param_group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Reset the gradients of the wrapped optimizer's parameters."""
+        """Reset the gradients of the wrapped optimizer's parameters (and discard micro-batches
+        accumulated with ``backward(..., sync=False)`` and not yet synced)."""
+        self._pending = None
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
-        """Step the wrapped optimizer, unless the last :meth:`backward` skipped a non-finite step."""
+        """Step the wrapped optimizer, unless the last :meth:`backward` skipped a non-finite step.
+
+        Raises:
+            RuntimeError: micro-batches were accumulated with ``sync=False`` and never synced
+                (their surgery has not run: stepping would apply a wrong update).
+        """
+        if self._pending is not None:
+            raise RuntimeError(
+                f"step: {self._pending.captured.micro_batches} micro-batch(es) were accumulated "
+                "with backward(..., sync=False) but never synced; call backward(losses) with "
+                "sync=True (the default) on the last micro-batch before step()"
+            )
         if self._skip_next_step:
             self._skip_next_step = False
             return None
@@ -181,7 +203,11 @@ class GradSurgery(torch.optim.Optimizer):
         """The wrapped optimizer's ``state_dict()`` plus a ``"gradsurg"`` entry with the method's
         state (PCGrad's generator, GradVac's targets, …)."""
         state = self.optimizer.state_dict()
-        state["gradsurg"] = {"method": self.method.state_dict(), "skip_next_step": self._skip_next_step}
+        state["gradsurg"] = {
+            "method": self.method.state_dict(),
+            "skip_next_step": self._skip_next_step,
+            "task_names": self._task_names,
+        }
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -191,6 +217,8 @@ class GradSurgery(torch.optim.Optimizer):
         if ours is not None:
             self.method.load_state_dict(ours["method"])
             self._skip_next_step = bool(ours.get("skip_next_step", False))
+            names = ours.get("task_names")
+            self._task_names = None if names is None else tuple(names)
         self.optimizer.load_state_dict(state_dict)
 
     def __repr__(self) -> str:
@@ -221,7 +249,7 @@ class GradSurgery(torch.optim.Optimizer):
                 params.append(p)
         if not params:
             raise ValueError("shared: no parameters given")
-        GradBuffer.check_layout(params)
+        check_floating(params)
         return params
 
     def _parameters(self) -> list[Tensor]:
@@ -232,61 +260,137 @@ class GradSurgery(torch.optim.Optimizer):
         """The shared parameters of the last step (or those given as ``shared=``)."""
         if self._shared is not None:
             return list(self._shared)
-        return [] if self._buffer is None else list(self._buffer.params)
+        return [] if self._buffers is None else list(self._buffers.params)
 
     def backward(
         self,
         losses: Sequence[Tensor] | Mapping[str, Tensor],
         *,
+        sync: bool = True,
         retain_graph: bool = False,
-    ) -> SurgeryStats:
+    ) -> SurgeryStats | None:
         """Compute the conflict-aware gradient of the task losses into ``.grad``.
 
         Args:
-            losses: T scalar losses, as a list/tuple or a dict ``name → loss``.
+            losses: T scalar losses, as a list/tuple or a dict ``name → loss`` (a dict's order
+                may change between steps: per-task state follows the names).
+            sync: ``False`` adds each task's gradient of the shared parameters into J (and holds
+                the task-specific gradients) without running the surgery: a micro-batch of an
+                accumulated step. The next call with ``sync=True`` (the default) adds its own
+                and runs the surgery once, on the summed per-task gradients of all
+                micro-batches — the result of one big batch. Nothing is written into ``.grad``
+                before that call. (Plain repeated ``backward`` calls instead add up one surgery
+                per call, which is not the surgery of the big batch.)
             retain_graph: keep the autograd graph after the last backward pass.
 
         Returns:
-            A :class:`SurgeryStats` with the Gram matrix, cosines, norms, weights and decisions.
+            A :class:`SurgeryStats` with the Gram matrix, cosines, norms, weights and decisions
+            (of the whole accumulated step); None for a ``sync=False`` call.
 
         Raises:
             TypeError, ValueError: bad ``losses`` (empty, non-scalar, no path to any parameter,
-                task count changed for a method whose state depends on it), sparse gradients.
-            FloatingPointError: a non-finite loss or task gradient with ``nonfinite="raise"``.
+                tasks changed for a method whose state depends on them, a graph that hides its
+                parameters), sparse gradients, ``sync=False`` with a loss-space method.
+            FloatingPointError: a non-finite loss or task gradient with ``nonfinite="raise"``
+                (without a GradScaler, which decides overflow itself).
             In every case nothing has been changed: ``.grad``, parameters, optimizer and method
             state are as before the call.
         """
-        plan = plan_step(losses, self.task_weights, self._parameters(), self._shared, retain_graph=retain_graph)
-        self.method.check_num_tasks(plan.num_tasks)
+        previous = self._pending.names if self._pending is not None else self._task_names
+        plan = plan_step(
+            losses, self.task_weights, self._parameters(), self._shared,
+            retain_graph=retain_graph, previous_names=previous,
+        )
+        self._check_tasks(plan)
         saved = copy.deepcopy(self.method.state_dict()) if self.method.stateful else None
         try:
-            stats = self._path.run(plan, self)
+            stats = self._path.run(plan, self, sync=sync)
         except BaseException:
             # Whatever failed, the method's state is as it was (a stateful objective may have
             # advanced it before the failure).
             if saved is not None:
                 self.method.load_state_dict(saved)
             raise
-        if stats.skipped and saved is not None:
-            self.method.load_state_dict(saved)
-        self._skip_next_step = stats.skipped
+        if stats is None:
+            return None
+        if stats.skipped:
+            if saved is not None:
+                self.method.load_state_dict(saved)
+        else:
+            self._task_names = tuple(plan.names)
+        # Under a GradScaler the scaler skips overflowing steps itself (it sees the infs).
+        self._skip_next_step = stats.skipped and not self.scaler_enabled
         return stats
+
+    def _check_tasks(self, plan: StepPlan) -> None:
+        """Refuse a step whose tasks differ from those the method's state or the pending
+        accumulation belongs to."""
+        names = tuple(plan.names)
+        if self._pending is not None and self._pending.names != names:
+            raise ValueError(
+                f"losses: the micro-batches accumulated with sync=False have tasks "
+                f"{list(self._pending.names)}; got {list(names)}"
+            )
+        self.method.check_num_tasks(plan.num_tasks)
+        tied = self.method.tied_to_num_tasks and getattr(self.method, "_num_tasks", None) is not None
+        if tied and self._task_names is not None and sorted(self._task_names) != sorted(names):
+            raise ValueError(
+                f"losses: {type(self.method).__name__} is stateful and its state belongs to the "
+                f"tasks {list(self._task_names)}; got {list(names)}. Call method.reset() to start "
+                "over with other tasks."
+            )
 
     # -- what the step paths ask of their owner (gradsurg.step.paths) --------------------------
 
-    def _buffer_for(self, shared: list[Tensor], num_tasks: int) -> GradBuffer | None:
-        """The reused J buffer for these shared parameters and T (None without any)."""
-        if not shared:
-            return None
-        if self._buffer is None or self._buffer.key != GradBuffer.make_key(shared, num_tasks):
-            self._buffer = GradBuffer(shared, num_tasks)
-        return self._buffer
+    @property
+    def scaler_enabled(self) -> bool:
+        """Whether a GradScaler is attached and enabled (it scales the losses it is given)."""
+        return self.scaler is not None and bool(self.scaler.is_enabled())
 
-    def _kernels_for(self, plan: StepPlan) -> Any:
-        """The kernel backend for the device of the shared parameters."""
-        params = plan.shared or plan.params
-        return get_backend(self.backend, params[0].device)
+    def _inv_scale(self) -> float | None:
+        """1 / the GradScaler's current scale, or None without an enabled one."""
+        return 1.0 / float(self.scaler.get_scale()) if self.scaler_enabled else None  # type: ignore[union-attr]
+
+    def _buffers_for(self, plan: StepPlan, pending: _Pending | None) -> SharedBuffers | None:
+        """The reused J buffers for this step's shared parameters and T (None without any).
+
+        Raises:
+            ValueError: a micro-batch of an accumulated step found other shared parameters.
+        """
+        shared = plan.shared
+        if not shared:
+            if pending is not None and pending.key is not None:
+                raise ValueError("losses: this micro-batch reaches no shared parameter, the earlier ones did; pass shared=")
+            return None
+        key = SharedBuffers.make_key(shared, plan.num_tasks)
+        if pending is not None and pending.key != key:
+            raise ValueError(
+                "losses: this micro-batch reaches other shared parameters than the earlier ones "
+                "accumulated with sync=False; pass shared= to fix the shared set"
+            )
+        if self._buffers is None or self._buffers.key != key:
+            self._buffers = SharedBuffers(shared, plan.num_tasks)
+        return self._buffers
+
+    def _hold(self, plan: StepPlan, captured: Captured) -> None:
+        """Keep a ``sync=False`` micro-batch until the syncing call."""
+        key = None if self._buffers is None or not plan.shared else self._buffers.key
+        self._pending = _Pending(tuple(plan.names), key, captured)
+
+    def _kernels_for(self, device: torch.device) -> Any:
+        """The kernel backend for ``device``."""
+        return get_backend(self.backend, device)
 
     def _scale(self, num_tasks: int) -> float:
         """The factor ``reduction`` applies to every weight."""
         return 1.0 / num_tasks if self.reduction == "mean" else 1.0
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """Micro-batches accumulated with ``sync=False``: their tasks, shared-parameter key, and
+    what was captured besides J (which holds their summed per-task gradients)."""
+
+    names: tuple[str, ...]
+    key: tuple | None
+    captured: Captured

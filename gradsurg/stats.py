@@ -40,9 +40,12 @@ class SurgeryStats:
             skipped.
         method: name of the method.
         backend: kernel backend that ran the step.
-        skipped: whether the step was skipped because of non-finite gradients
-            (``nonfinite="skip"``); the next ``step()`` is then a no-op.
+        skipped: whether the step was skipped because of non-finite gradients: with
+            ``nonfinite="skip"`` the next ``step()`` is a no-op; under a GradScaler, ``.grad``
+            holds the plain gradient with its infs and ``scaler.step`` skips the step.
         nonfinite_tasks: names of the tasks whose gradients had NaN or inf.
+        micro_batches: how many ``backward`` calls the step accumulated (``sync=False`` calls
+            plus the syncing one); ``losses`` are summed over them.
     """
 
     task_names: tuple[str, ...]
@@ -53,6 +56,7 @@ class SurgeryStats:
     backend: str
     skipped: bool = False
     nonfinite_tasks: tuple[str, ...] = ()
+    micro_batches: int = 1
 
     @property
     def norms(self) -> Tensor | None:
@@ -93,6 +97,7 @@ def make_stats(
     method: str,
     backend: str,
     nonfinite_tasks: tuple[str, ...] = (),
+    micro_batches: int = 1,
 ) -> SurgeryStats:
     """The one builder of :class:`SurgeryStats`: a step that names non-finite tasks was skipped
     (weights zero); ``weights=None`` means the method has no weights (NaN)."""
@@ -111,4 +116,5 @@ def make_stats(
         backend=backend,
         skipped=skipped,
         nonfinite_tasks=tuple(nonfinite_tasks),
+        micro_batches=micro_batches,
     )

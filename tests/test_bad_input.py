@@ -130,18 +130,6 @@ def test_sparse_gradients(make_model):
     assert emb.weight.grad is None and torch.equal(emb.weight.detach(), before[0])
 
 
-def test_shared_parameters_on_several_dtypes():
-    a = torch.nn.Parameter(torch.randn(3))
-    b = torch.nn.Parameter(torch.randn(3, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"shared: .* one device and dtype, found cpu/float32, cpu/float64"):
-        GradSurgery(torch.optim.SGD([a, b], lr=0.1), shared=[a, b])
-    # Detected from the graph: the same error, raised before any .grad is written.
-    opt = GradSurgery(torch.optim.SGD([a, b], lr=0.1))
-    with pytest.raises(ValueError, match=r"shared: .* one device and dtype"):
-        opt.backward([(a.double() * b).sum(), (a.double() - b).pow(2).sum()])
-    assert a.grad is None and b.grad is None
-
-
 @pytest.mark.parametrize(
     "kwargs,exc,match",
     [

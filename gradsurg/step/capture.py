@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from ..buffer import GradBuffer
+from ..buffer import SharedBuffers
 from .plan import StepPlan
 
 if TYPE_CHECKING:
@@ -28,27 +29,60 @@ def check_dense(name: str, k: int, grad: Tensor) -> None:
 
 @dataclass
 class Captured:
-    """What the capture stage produced besides the rows of J.
+    """What the capture stage produced besides the rows of J (summed over the micro-batches of
+    an accumulated step).
 
     Attributes:
         specific: position in the plan's ``params`` → Σ_t α_t ∇L_t for task-specific parameters
             (written into ``.grad`` only once the step is known to succeed).
         finite_specific: ``(T,)`` bool, whether each task's task-specific gradients are finite
             (on the parameters' device; read at the step's one host synchronisation).
+        losses: ``(T,)`` float64 sum of the detached losses, on their device.
+        micro_batches: how many ``backward`` calls were captured.
     """
 
     specific: dict[int, Tensor] = field(default_factory=dict)
     finite_specific: Tensor | None = None
+    losses: Tensor | None = None
+    micro_batches: int = 0
+
+    def merge(self, other: Captured) -> Captured:
+        """This capture followed by ``other`` (a later micro-batch of the same step)."""
+        specific = dict(self.specific)
+        for k, g in other.specific.items():
+            previous = specific.get(k)
+            specific[k] = g if previous is None else previous + g
+        return Captured(
+            specific,
+            _and(self.finite_specific, other.finite_specific),
+            _add(self.losses, other.losses),
+            self.micro_batches + other.micro_batches,
+        )
 
 
-def capture_task_gradients(plan: StepPlan, buffer: GradBuffer | None, kernels: Backend) -> Captured:
-    """Run T autograd passes; write task t's gradients of the shared parameters into row t of J.
+def _and(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    return b if a is None else a if b is None else a & b.to(a.device)
+
+
+def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    return b if a is None else a if b is None else a + b.to(a.device)
+
+
+def capture_task_gradients(
+    plan: StepPlan,
+    buffers: SharedBuffers | None,
+    kernels: Sequence[Backend],
+    *,
+    accumulate: bool = False,
+) -> Captured:
+    """Run T autograd passes; write task t's gradients of the shared parameters into row t of J
+    (of every layout group), or add them to it with ``accumulate`` (a later micro-batch).
 
     Gradients are of α_t L_t. A shared parameter a task does not reach gets a zero segment.
     Nothing visible to the user (``.grad``, parameters) is changed here.
     """
     slot = {k: s for s, k in enumerate(plan.shared_idx)}
-    captured = Captured()
+    captured = Captured(micro_batches=1)
     flags: list[Tensor] = []
     for t, (name, loss) in enumerate(zip(plan.names, plan.scalars)):
         grads = torch.autograd.grad(
@@ -71,7 +105,14 @@ def capture_task_gradients(plan: StepPlan, buffer: GradBuffer | None, kernels: B
                 previous = captured.specific.get(k)
                 captured.specific[k] = g if previous is None else previous + g
         flags.append(torch.stack(task_flags).all() if task_flags else loss.new_ones((), dtype=torch.bool))
-        if buffer is not None:
-            kernels.flatten_into(buffer.rows[t], row)
+        if buffers is not None:
+            for group, part, backend in zip(buffers.groups, buffers.split(row), kernels):
+                if accumulate:
+                    present = [(d, g) for d, g in zip(group.rows[t], part) if g is not None]
+                    if present:
+                        torch._foreach_add_([d for d, _ in present], [g for _, g in present])
+                else:
+                    backend.flatten_into(group.rows[t], part)
     captured.finite_specific = torch.stack(flags)
+    captured.losses = torch.stack([loss.detach().to(torch.float64) for loss in plan.scalars])
     return captured

@@ -15,13 +15,13 @@ from torch import Tensor
 from ..methods.base import DoubleBackwardMethod, GramMethod, LossWeighting, MatrixMethod, Method
 from ..stats import SurgeryStats, make_stats
 from .capture import capture_task_gradients, check_dense
-from .gram import HostView, gram_of, to_host
+from .gram import HostView, gram_parts, to_host
 from .nonfinite import nonfinite_tasks
 from .plan import StepPlan
 from .write import write_shared, write_specific
 
 if TYPE_CHECKING:
-    from ..buffer import GradBuffer
+    from ..buffer import GradBuffer, SharedBuffers
     from ..kernels.protocol import Backend
     from ..optim import GradSurgery
 
@@ -33,60 +33,119 @@ def _backend_name(kernels: Backend) -> str:
 
 
 class StepPath(Protocol):
-    """How one kind of method runs a step; returns the step's stats.
+    """How one kind of method runs a step; returns the step's stats (None for a micro-batch
+    captured with ``sync=False``).
 
     On any exception nothing visible has been changed (``.grad``, parameters, the wrapped
     optimizer); the caller restores the method's state.
     """
 
-    def run(self, plan: StepPlan, surgery: GradSurgery) -> SurgeryStats: ...
+    def run(self, plan: StepPlan, surgery: GradSurgery, *, sync: bool = True) -> SurgeryStats | None: ...
 
 
 class _PerTaskGradientPath:
-    """capture → reduce → gram → decide → weights/combine → write → stats, for the methods
-    that work on the per-task gradients of the shared parameters."""
+    """capture → [accumulate] → reduce → gram → decide → weights/combine → write → stats, for
+    the methods that work on the per-task gradients of the shared parameters."""
 
-    def run(self, plan: StepPlan, surgery: GradSurgery) -> SurgeryStats:
-        buffer = surgery._buffer_for(plan.shared, plan.num_tasks)
-        kernels = surgery._kernels_for(plan)
-        captured = capture_task_gradients(plan, buffer, kernels)
-        surgery._reduce(buffer, captured)
-        host = to_host(plan.scalars, gram_of(buffer, kernels), captured.finite_specific)
-        name = surgery.method.name
-        bad = nonfinite_tasks(plan.names, host.finite, surgery.nonfinite)
+    def run(self, plan: StepPlan, surgery: GradSurgery, *, sync: bool = True) -> SurgeryStats | None:
+        pending = surgery._pending
+        buffers = surgery._buffers_for(plan, pending)
+        kernels = [surgery._kernels_for(group.matrix.device) for group in buffers.groups] if buffers else []
+        if buffers is not None and len(buffers.groups) > 1 and not self.handles_groups:
+            raise ValueError(
+                f"shared: {surgery.method.name} works on J itself and needs the shared parameters "
+                "on one device in one dtype; found several (device, dtype) groups: pass shared= "
+                "for one group, or use a Gram-based method"
+            )
+        try:
+            captured = capture_task_gradients(plan, buffers, kernels, accumulate=pending is not None)
+        except BaseException as error:
+            if pending is not None:
+                surgery._pending = None
+                error.add_note("gradsurg: the micro-batches accumulated with sync=False were discarded")
+            raise
+        if pending is not None:
+            captured = pending.captured.merge(captured)
+        if not sync:
+            surgery._hold(plan, captured)
+            return None
+        surgery._pending = None
+        surgery._reduce(buffers, captured)
+        assert captured.losses is not None
+        host = to_host(captured.losses, gram_parts(buffers, kernels), captured.finite_specific, surgery._inv_scale())
+        backend = "+".join(dict.fromkeys(_backend_name(k) for k in kernels)) or "torch"
+        name, scale = surgery.method.name, surgery._scale(plan.num_tasks)
+
+        def stats(weights: Tensor | None, bad: tuple[str, ...] = ()) -> SurgeryStats:
+            return make_stats(
+                plan.names, host.losses, host.gram, weights, method=name, backend=backend,
+                nonfinite_tasks=bad, micro_batches=captured.micro_batches,
+            )
+
+        bad = nonfinite_tasks(plan.names, host.finite, "skip" if surgery.scaler_enabled else surgery.nonfinite)
+        plain = torch.full((plan.num_tasks,), scale, dtype=torch.float64)
         if bad:
-            return make_stats(plan.names, host.losses, host.gram, None, method=name, backend=_backend_name(kernels), nonfinite_tasks=bad)
-        scale = surgery._scale(plan.num_tasks)
-        if buffer is None:
+            if surgery.scaler_enabled:
+                # A GradScaler decides overflowing steps: give it the gradients plain PyTorch
+                # would (the plain sum, infs included), so it skips the step and backs off.
+                _write_combination(buffers, kernels, plain)
+                write_specific(plan.params, captured.specific, scale)
+            return stats(None, bad)
+        if buffers is None:
             # No shared parameters (one task, or tasks that share nothing): every gradient is
             # task-specific and applied as it is; the method has nothing to weigh.
-            weights: Tensor | None = torch.full((plan.num_tasks,), scale, dtype=torch.float64)
+            weights: Tensor | None = plain
         else:
-            weights = self.combine(surgery.method, buffer, kernels, host, scale)
+            weights = self.combine(surgery.method, buffers, kernels, host, scale)
         write_specific(plan.params, captured.specific, scale)
-        return make_stats(plan.names, host.losses, host.gram, weights, method=name, backend=_backend_name(kernels))
+        return stats(weights)
 
-    def combine(self, method: Method, buffer: GradBuffer, kernels: Backend, host: HostView, scale: float) -> Tensor | None:
+    #: Whether the path can combine several (device, dtype) groups with one set of weights.
+    handles_groups = True
+
+    def combine(
+        self, method: Method, buffers: SharedBuffers, kernels: list[Backend], host: HostView, scale: float
+    ) -> Tensor | None:
         """Write the combination into the shared ``.grad``; return the weights applied (or None)."""
         raise NotImplementedError
 
 
-class GramPath(_PerTaskGradientPath):
-    """Weights from G; ``wᵀ·J`` by the backend's combine kernel."""
+def _write_combination(buffers: SharedBuffers | None, kernels: list[Backend], weights: Tensor) -> None:
+    """``wᵀ·J`` of every layout group into its shared ``.grad``."""
+    if buffers is None:
+        return
+    for group, backend in zip(buffers.groups, kernels):
+        write_shared(group, lambda beta, g=group, k=backend: k.combine_into(g.flat, g.matrix, weights, beta=beta))
 
-    def combine(self, method: Method, buffer: GradBuffer, kernels: Backend, host: HostView, scale: float) -> Tensor:
+
+class GramPath(_PerTaskGradientPath):
+    """Weights from G; ``wᵀ·J`` by the backend's combine kernel, per layout group."""
+
+    def combine(
+        self, method: Method, buffers: SharedBuffers, kernels: list[Backend], host: HostView, scale: float
+    ) -> Tensor:
         assert isinstance(method, GramMethod) and host.gram is not None
         weights = method.weights(host.gram, losses=host.losses) * scale
-        write_shared(buffer, lambda beta: kernels.combine_into(buffer.flat, buffer.matrix, weights, beta=beta))
+        _write_combination(buffers, kernels, weights)
         return weights
 
 
 class MatrixPath(_PerTaskGradientPath):
-    """The method combines J itself (no weights)."""
+    """The method combines J itself (no weights); one layout group only."""
 
-    def combine(self, method: Method, buffer: GradBuffer, kernels: Backend, host: HostView, scale: float) -> None:
+    handles_groups = False
+
+    def combine(
+        self, method: Method, buffers: SharedBuffers, kernels: list[Backend], host: HostView, scale: float
+    ) -> None:
         assert isinstance(method, MatrixMethod)
-        write_shared(buffer, lambda beta: _combine_matrix(method, buffer, beta, scale))
+        group = buffers.groups[0]
+        if host.inv_scale is not None:
+            # The method's rule and state are for the true gradients: unscale J (scratch by
+            # now), and scale the result back for the GradScaler, which unscales .grad.
+            group.matrix.mul_(host.inv_scale)
+            scale = scale / host.inv_scale
+        write_shared(group, lambda beta: _combine_matrix(method, group, beta, scale))
         return None
 
 
@@ -113,16 +172,31 @@ class LossPath:
         assert isinstance(method, LossWeighting)
         return method.objective(scaled), None
 
-    def run(self, plan: StepPlan, surgery: GradSurgery) -> SurgeryStats:
+    def run(self, plan: StepPlan, surgery: GradSurgery, *, sync: bool = True) -> SurgeryStats | None:
         method, name = surgery.method, surgery.method.name
-        host = to_host(plan.scalars, None, None)
+        if not sync:
+            raise ValueError(
+                f"sync: {name} weighs the losses of the whole batch before any gradient exists, "
+                "so micro-batches cannot be accumulated with sync=False; sum the micro-batch "
+                "losses into one backward(losses) call, or use a gradient-based method"
+            )
+        inv_scale = surgery._inv_scale()
+        losses = torch.stack([loss.detach().to(torch.float64) for loss in plan.scalars])
+        host = to_host(losses, [], None, inv_scale)
         # Non-finite losses are decided before the method sees them: loss-space methods keep
         # loss histories and take logarithms, which a NaN would poison.
-        bad = nonfinite_tasks(plan.names, host.finite, surgery.nonfinite)
+        bad = nonfinite_tasks(plan.names, host.finite, "skip" if surgery.scaler_enabled else surgery.nonfinite)
         if bad:
+            if surgery.scaler_enabled:
+                self._write_plain(plan, surgery)
             return make_stats(plan.names, host.losses, None, None, method=name, backend="torch", nonfinite_tasks=bad)
         scaled = torch.stack([loss * alpha for loss, alpha in zip(plan.scalars, plan.alphas)])
-        objective, gram = self.objective(method, scaled, plan)
+        if inv_scale is not None:
+            # The method sees the true losses; the objective is scaled back for the GradScaler.
+            objective, gram = self.objective(method, scaled * inv_scale, plan)
+            objective = objective / inv_scale
+        else:
+            objective, gram = self.objective(method, scaled, plan)
         # Learnable method parameters created lazily (at the first objective) join the wrapped
         # optimizer once this step has succeeded.
         params = plan.params
@@ -139,15 +213,18 @@ class LossPath:
                 specific[k] = g
         fresh_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(fresh, grads[len(positions):])]
         flags = [torch.isfinite(g).all() for g in [*specific.values(), *fresh_grads]]
+        scale = surgery._scale(plan.num_tasks)
         if flags and not bool(torch.stack(flags).all()):
             # Name the tasks whose gradient norm is non-finite; if none is, the objective itself
             # overflowed and every task is named.
             finite = torch.isfinite(gram.diagonal()) if gram is not None else torch.ones(plan.num_tasks, dtype=torch.bool)
             if finite.all():
                 finite = torch.zeros_like(finite)
-            bad = nonfinite_tasks(plan.names, finite, surgery.nonfinite)
+            policy = "skip" if surgery.scaler_enabled else surgery.nonfinite
+            bad = nonfinite_tasks(plan.names, finite, policy)
+            if surgery.scaler_enabled:
+                write_specific(params, specific, scale)
             return make_stats(plan.names, host.losses, gram, None, method=name, backend="torch", nonfinite_tasks=bad)
-        scale = surgery._scale(plan.num_tasks)
         write_specific(params, specific, scale)
         if fresh:
             surgery.optimizer.add_param_group({"params": fresh})
@@ -156,6 +233,15 @@ class LossPath:
         last = getattr(method, "last_weights", None)
         weights = None if last is None else last * scale
         return make_stats(plan.names, host.losses, gram, weights, method=name, backend="torch")
+
+    @staticmethod
+    def _write_plain(plan: StepPlan, surgery: GradSurgery) -> None:
+        # Overflow under a GradScaler: the gradient of Σ α_t L_t, infs included, as plain
+        # PyTorch would write it, so that the scaler skips the step and backs off.
+        total = sum(loss * alpha for loss, alpha in zip(plan.scalars, plan.alphas))
+        positions = sorted(set().union(*plan.reached))
+        grads = torch.autograd.grad(total, [plan.params[k] for k in positions], retain_graph=plan.retain_graph, allow_unused=True)
+        write_specific(plan.params, {k: g for k, g in zip(positions, grads) if g is not None}, surgery._scale(plan.num_tasks))
 
 
 class DoubleBackwardPath(LossPath):

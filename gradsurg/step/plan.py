@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ..graph import reached_parameters
+from ..graph import LossReach, trace_loss
 from ..losses import normalise_losses, normalise_task_weights
 
 __all__ = ["StepPlan", "plan_step", "trainable_parameters"]
@@ -21,7 +21,8 @@ class StepPlan:
         names: task names (dict keys, or ``"0"``, ``"1"``, … for a list).
         scalars: the losses as 0-d tensors, in ``names`` order.
         alphas: the static task weights α_t.
-        params: the wrapped optimizer's trainable parameters, in group order.
+        params: the wrapped optimizer's trainable parameters, in group order, then the leaf
+            tensors outside it that a loss reaches (they get their ordinary gradient).
         reached: per task, the positions in ``params`` of the parameters its loss reaches.
         shared_idx: positions in ``params`` of the shared parameters.
         retain_graph: whether the caller wants the graph kept after the last backward.
@@ -57,6 +58,42 @@ def trainable_parameters(param_groups: Sequence[Mapping]) -> list[Tensor]:
     return params
 
 
+def _task_order(names: list[str], previous: Sequence[str] | None) -> list[int] | None:
+    """The permutation that puts ``names`` in the order of the previous step, if they are the
+    same names in another order (a dict built differently); None to keep them as they are."""
+    if previous is None or list(previous) == names or sorted(previous) != sorted(names):
+        return None
+    where = {n: i for i, n in enumerate(names)}
+    return [where[n] for n in previous]
+
+
+def _check_visibility(names: list[str], traces: list[LossReach], shared_given: bool) -> None:
+    """Refuse graphs whose shared parameters cannot be read off (see :mod:`gradsurg.graph`)."""
+    for name, trace in zip(names, traces):
+        if trace.hiding:
+            raise ValueError(
+                f"losses[{name!r}]: its graph passes through {trace.hiding[0]} (reentrant "
+                "torch.utils.checkpoint), which hides the parameters it recomputes from "
+                "torch.autograd.grad, so their per-task gradients cannot be taken; use "
+                "checkpoint(..., use_reentrant=False) (Hugging Face: gradient_checkpointing_"
+                "enable(gradient_checkpointing_kwargs={'use_reentrant': False}))"
+            )
+    if shared_given:
+        return
+    outputs: dict[object, tuple[str, set[int]]] = {}
+    for name, trace in zip(names, traces):
+        for node, used in trace.opaque.items():
+            first = outputs.setdefault(node, (name, used))
+            if first[1] != used:
+                raise ValueError(
+                    f"losses[{first[0]!r}] and losses[{name!r}] use different outputs of one "
+                    f"{type(node).__name__} node (a torch.compile'd region or a custom autograd "
+                    "Function), which hides which parameters each output depends on, so the "
+                    "shared parameters cannot be read off the graph; pass shared=[...] (the "
+                    "trunk's parameters), or compile the trunk and the task heads separately"
+                )
+
+
 def plan_step(
     losses: Sequence[Tensor] | Mapping[str, Tensor],
     task_weights: Sequence[float] | Mapping[str, float] | None,
@@ -64,27 +101,46 @@ def plan_step(
     shared: Sequence[Tensor] | None,
     *,
     retain_graph: bool = False,
+    previous_names: Sequence[str] | None = None,
 ) -> StepPlan:
-    """Check the losses and find the shared parameters (those reached by two or more losses,
-    read off the autograd graph, unless ``shared`` fixes them).
+    """Check the losses and find the shared parameters (those of ``params`` reached by two or
+    more losses, read off the autograd graph, unless ``shared`` fixes them).
+
+    Losses given as a dict with the same names as ``previous_names`` in another order are put
+    in that order, so per-task state follows the task's name. Leaf tensors that require grad
+    and are reached but are not in ``params`` are appended to the plan's ``params`` as
+    task-specific (never shared) parameters.
 
     Raises:
-        TypeError, ValueError: bad ``losses`` or ``task_weights``, or a loss that reaches none of
-            ``params``. Nothing has been computed or changed.
+        TypeError, ValueError: bad ``losses`` or ``task_weights``, a loss that reaches none of
+            ``params``, or a graph that hides which parameters a loss reaches. Nothing has been
+            computed or changed.
     """
     names, scalars = normalise_losses(losses)
+    order = _task_order(names, previous_names)
+    if order is not None:
+        names, scalars = [names[i] for i in order], [scalars[i] for i in order]
     alphas = normalise_task_weights(task_weights, names)
+    num_candidates = len(params)
     index = {id(p): k for k, p in enumerate(params)}
-    reached = [sorted(reached_parameters(loss, index)) for loss in scalars]
-    for name, r in zip(names, reached):
-        if not r:
+    traces = [trace_loss(loss, index) for loss in scalars]
+    _check_visibility(names, traces, shared is not None)
+    params = list(params)
+    for trace in traces:
+        for leaf in trace.outside:
+            if id(leaf) not in index:
+                index[id(leaf)] = len(params)
+                params.append(leaf)
+    reached = [sorted(t.positions | {index[id(leaf)] for leaf in t.outside}) for t in traces]
+    for name, t in zip(names, traces):
+        if not t.positions:
             raise ValueError(f"losses[{name!r}]: reaches none of the wrapped optimizer's parameters")
     if shared is None:
         counts: dict[int, int] = {}
         for r in reached:
             for k in r:
                 counts[k] = counts.get(k, 0) + 1
-        shared_idx = [k for k in sorted(counts) if counts[k] >= 2]
+        shared_idx = [k for k in sorted(counts) if counts[k] >= 2 and k < num_candidates]
     else:
         shared_idx = [index[id(p)] for p in shared]
         # Declared shared parameters a task does not reach get a zero row segment.

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import gradsurg
-from gradsurg.buffer import GradBuffer
+from gradsurg.buffer import GradBuffer, SharedBuffers
 from gradsurg.kernels.dispatch import get_backend
 from gradsurg.step import path_for, plan_step
 from gradsurg.step.capture import capture_task_gradients
@@ -52,8 +52,9 @@ def test_capture_writes_each_task_gradient_into_its_row_and_touches_no_grad(make
     params = list(model.parameters())
     losses = model.losses(x, y)
     plan = plan_step(losses, [1.0, 2.0, 3.0], params, None, retain_graph=True)
-    buffer = GradBuffer(plan.shared, 3)
-    captured = capture_task_gradients(plan, buffer, get_backend("torch", torch.device("cpu")))
+    buffers = SharedBuffers(plan.shared, 3)
+    captured = capture_task_gradients(plan, buffers, [get_backend("torch", torch.device("cpu"))])
+    buffer = buffers.groups[0]
     assert all(p.grad is None for p in params)
     for t, loss in enumerate(losses):
         expected = torch.autograd.grad(loss * (t + 1), plan.shared, retain_graph=True)
@@ -61,14 +62,48 @@ def test_capture_writes_each_task_gradient_into_its_row_and_touches_no_grad(make
     head = [id(p) for p in params].index(id(model.heads[1].weight))
     torch.testing.assert_close(captured.specific[head], torch.autograd.grad(2 * losses[1], model.heads[1].weight)[0])
     assert captured.finite_specific.tolist() == [True, True, True]
+    assert captured.micro_batches == 1
+    torch.testing.assert_close(captured.losses, torch.stack(losses).double().detach())
+
+
+def test_capture_accumulate_adds_into_the_rows(make_model):
+    model, x, y = make_model(2)
+    params = list(model.parameters())
+    kernels = [get_backend("torch", torch.device("cpu"))]
+    plan = plan_step(model.losses(x, y), None, params, None)
+    buffers = SharedBuffers(plan.shared, 2)
+    first = capture_task_gradients(plan, buffers, kernels)
+    once = buffers.groups[0].matrix.clone()
+    plan = plan_step(model.losses(x, y), None, params, None)
+    second = capture_task_gradients(plan, buffers, kernels, accumulate=True)
+    torch.testing.assert_close(buffers.groups[0].matrix, 2 * once)
+    merged = first.merge(second)
+    assert merged.micro_batches == 2
+    for k, g in first.specific.items():
+        torch.testing.assert_close(merged.specific[k], 2 * g)
+
+
+def test_shared_buffers_group_parameters_by_layout():
+    a = torch.nn.Parameter(torch.ones(3))
+    b = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    c = torch.nn.Parameter(torch.ones(4))
+    buffers = SharedBuffers([a, b, c], 2)
+    assert [g.params for g in buffers.groups] == [[a, c], [b]]
+    assert buffers.slots == [(0, 0), (1, 0), (0, 1)]
+    x, y, z = torch.zeros(3), None, torch.ones(4)
+    assert buffers.split([x, y, z]) == [[x, z], [None]]
 
 
 def test_host_view_marks_a_task_with_a_nonfinite_loss():
     losses = [torch.tensor(1.0), torch.tensor(float("nan")), torch.tensor(2.0)]
-    gram = torch.eye(3, dtype=torch.float64)
-    host = to_host(losses, gram, torch.tensor([True, True, False]))
+    parts = [torch.eye(3, dtype=torch.float64), torch.ones(3, 3, dtype=torch.float32)]
+    host = to_host(torch.stack(losses), parts, torch.tensor([True, True, False]))
     assert host.finite.tolist() == [True, False, False]
     assert host.gram.dtype == torch.float64 and host.losses.dtype == torch.float64
+    torch.testing.assert_close(host.gram, torch.eye(3, dtype=torch.float64) + 1)
+    # A GradScaler's 1/scale unscales the losses (once) and the Gram (squared).
+    scaled = to_host(torch.tensor([4.0, 8.0]), [torch.full((2, 2), 16.0)], None, inv_scale=0.25)
+    assert scaled.losses.tolist() == [1.0, 2.0] and scaled.gram.tolist() == [[1.0, 1.0], [1.0, 1.0]]
 
 
 def test_nonfinite_decision_raises_or_names_the_tasks():
