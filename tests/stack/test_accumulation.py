@@ -11,7 +11,9 @@ import torch
 import gradsurg
 from gradsurg import GradSurgery
 
-METHODS = ["pcgrad", "mgda", "upgrad", "nash_mtl", "cagrad", "graddrop", "moco", "db_mtl"]
+from _stack_methods import build, per_task_gradient_methods
+
+METHODS = per_task_gradient_methods()
 
 
 def _micro_batches(num_tasks, k=3, seed=0):
@@ -30,12 +32,12 @@ def test_accumulated_step_equals_the_big_batch(name, make_model):
     model, _, _ = make_model(3)
     big = copy.deepcopy(model)
     batches = _micro_batches(3)
-    acc = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method=name)
+    acc = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method=build(name, model, 3))
     for i, (x, y) in enumerate(batches):
         stats = acc.backward(model.losses(x, y), sync=i == len(batches) - 1)
         if i < len(batches) - 1:
             assert stats is None and all(p.grad is None for p in model.parameters())
-    ref = GradSurgery(torch.optim.SGD(big.parameters(), lr=0.1), method=name)
+    ref = GradSurgery(torch.optim.SGD(big.parameters(), lr=0.1), method=build(name, big, 3))
     per_batch = [big.losses(x, y) for x, y in batches]
     summed = [sum(ls[t] for ls in per_batch) for t in range(3)]
     expected = ref.backward(summed)
@@ -87,11 +89,10 @@ def test_a_micro_batch_with_other_tasks_is_refused(make_model):
         opt.backward({"a": losses[0], "c": losses[2]})
 
 
-@pytest.mark.parametrize("name", ["uw", "dwa", "cosreg"])
+@pytest.mark.parametrize("name", sorted(set(gradsurg.available_methods()) - set(METHODS)))
 def test_sync_false_is_refused_for_methods_that_weigh_losses(name, make_model):
     model, x, y = make_model(2)
-    method = gradsurg.get_method(name, num_tasks=2) if name == "uw" else name
-    opt = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method=method)
+    opt = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method=build(name, model, 2))
     with pytest.raises(ValueError, match="sync: .* cannot be accumulated"):
         opt.backward(model.losses(x, y), sync=False)
     assert all(p.grad is None for p in model.parameters())

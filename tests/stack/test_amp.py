@@ -11,15 +11,13 @@ import torch
 import gradsurg
 from gradsurg import GradSurgery
 
+from _stack_methods import build
+
 ALL = gradsurg.available_methods()
 
 
 def _method(name, model, num_tasks=2):
-    if name == "uw":
-        return gradsurg.get_method("uw", num_tasks=num_tasks)
-    if name == "gradnorm":
-        return gradsurg.get_method("gradnorm", num_tasks=num_tasks, layer=model.trunk[2].weight)
-    return name
+    return build(name, model, num_tasks)
 
 
 def _scaler(scale=2.0**16):

@@ -10,18 +10,14 @@ import torch
 import gradsurg
 from gradsurg import GradSurgery
 
-# Methods whose state is per task (histories, learnable weights, tracked gradients, warm starts).
-STATEFUL = ["dwa", "famo", "db_mtl", "uw", "gradnorm", "moco", "excess_mtl", "stch", "gradvac"]
+from _stack_methods import build
+
+# Every method, with the options that make it keep per-task state where it has them.
+STATEFUL = gradsurg.available_methods()
 
 
 def _method(name, model):
-    if name == "uw":
-        return gradsurg.get_method("uw", num_tasks=3)
-    if name == "gradnorm":
-        return gradsurg.get_method("gradnorm", num_tasks=3, layer=model.trunk[2].weight)
-    if name == "stch":
-        return gradsurg.get_method("stch", ideal="running_min")
-    return name
+    return build(name, model, 3, stateful=True)
 
 
 @pytest.mark.parametrize("name", STATEFUL)

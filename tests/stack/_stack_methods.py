@@ -1,0 +1,24 @@
+"""Building any registered method for a small SharedTrunk model (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import gradsurg
+
+#: Options that make a method keep per-task state where it has an option for it.
+STATEFUL_OPTIONS = {"nash_mtl": {"update_weights_every": 2}, "stch": {"ideal": "running_min"}}
+
+
+def build(name: str, model, num_tasks: int, *, stateful: bool = False) -> gradsurg.Method:
+    """The method ``name``; UW and GradNorm get the task count, GradNorm the trunk's last layer."""
+    options = dict(STATEFUL_OPTIONS.get(name, {})) if stateful else {}
+    if name == "uw":
+        options["num_tasks"] = num_tasks
+    if name == "gradnorm":
+        options.update(num_tasks=num_tasks, layer=model.trunk[2].weight)
+    return gradsurg.get_method(name, **options)
+
+
+def per_task_gradient_methods() -> list[str]:
+    """Registered methods that work on the per-task gradients (Gram and matrix kinds)."""
+    kinds = (gradsurg.methods.GramMethod, gradsurg.methods.MatrixMethod)
+    return [n for n in gradsurg.available_methods() if issubclass(gradsurg.methods.method_class(n), kinds)]
