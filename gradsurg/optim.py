@@ -39,7 +39,7 @@ class GradSurgery(torch.optim.Optimizer):
         stats = opt.backward({"cls": loss_cls, "sum": loss_sum})
         opt.step()
 
-    :meth:`backward` computes each task's gradient of the *shared* parameters into one reused
+    :meth:`backward` computes each task's gradient of the *shared* parameters into a reused
     (T, P) buffer J, the Gram matrix G = J·Jᵀ (float64), the method's task weights w from G, and
     writes wᵀ·J into the shared parameters' ``.grad``. Task-specific parameters get their ordinary
     gradient, Σ_t α_t ∇L_t; parameters no loss reaches keep ``.grad`` as it was. Like
@@ -52,19 +52,29 @@ class GradSurgery(torch.optim.Optimizer):
         optimizer: the optimizer to wrap (its parameters are the candidates).
         method: a name from :func:`gradsurg.available_methods` or a :class:`gradsurg.Method`.
         shared: the shared parameters. By default, those of the optimizer's parameters reached
-            by two or more losses (read off the autograd graph at every step). They must share
-            one device and dtype (they live in one buffer); split other layouts across several
-            ``GradSurgery`` instances.
+            by two or more losses (read off the autograd graph at every step; a graph that
+            hides its parameters — a ``torch.compile``'d region used by several losses through
+            different outputs, a reentrant checkpoint — is refused with an error that says how
+            to fix it). Several devices or dtypes are fine: one J per (device, dtype) group.
         task_weights: static α_t (a sequence in loss order, or a dict by loss name; default 1):
             J's rows are the gradients of α_t L_t, and task-specific gradients are Σ_t α_t ∇L_t.
         reduction: ``"sum"`` (default) applies the method's weights as they are; ``"mean"``
             divides every weight, and the task-specific gradients, by T.
-        backend: kernel backend, one of ``"auto"`` (default) or ``"torch"``; the one used is in
-            ``stats.backend``.
-        nonfinite: what to do when a task gradient has NaN or inf: ``"raise"`` (default) raises
-            ``FloatingPointError`` before anything is changed (parameters, ``.grad``, optimizer
-            and method state are left exactly as they were); ``"skip"`` leaves them as well,
-            reports ``stats.skipped`` and makes the next :meth:`step` a no-op.
+        backend: kernel backend, ``"auto"`` (default) or one of ``gradsurg.kernels.BACKENDS``;
+            the one used is in ``stats.backend``.
+        nonfinite: what to do when a task's loss or gradient has NaN or inf: ``"raise"``
+            (default) raises ``FloatingPointError`` before anything is changed (parameters,
+            ``.grad``, optimizer and method state are left exactly as they were); ``"skip"``
+            leaves them as well, reports ``stats.skipped`` and makes the next :meth:`step` a
+            no-op. Ignored under an enabled ``scaler``, which decides overflow itself.
+        scaler: a ``torch.amp.GradScaler`` whose ``scale()`` the losses passed to
+            :meth:`backward` went through. The methods then see the unscaled Gram matrix and
+            losses, the update is that of the unscaled computation, and an overflowing step
+            writes the plain gradient (infs included) so that ``scaler.step(opt)`` skips it and
+            ``scaler.update()`` backs off, as in plain PyTorch.
+
+    Parameters that a loss reaches but the wrapped optimizer does not hold (task heads in a
+    second optimizer) get their ordinary gradient, as with ``Tensor.backward``.
     """
 
     def __init__(
