@@ -32,8 +32,11 @@ Notes on choices:
   task. ``proportional``: still one batch per task per step (gradient surgery needs every
   task's loss at each step), but the per-task batch sizes are proportional to the training
   set sizes (``--batch-size`` × number of tasks rows in all, at least one per task).
-- ``--grad-accum K``: the surgery runs on each of the K micro-batches (losses divided by K)
-  and the resolved gradients accumulate before one optimizer step.
+- ``--grad-accum K``: K micro-batches (losses divided by K) per optimizer step. Gradient
+  methods accumulate them with ``backward(..., sync=False)`` and run the surgery once on the
+  summed per-task gradients (the big batch's update); loss-space methods and ``cosreg``, which
+  weigh a whole batch's losses before any gradient exists, run on each micro-batch and their
+  gradients add up.
 - Resume is exact: the batch order is a pure function of (seed, task, step), the checkpoint
   holds the trainable parameters, the optimizer state (with gradsurg's method state), the
   step, the RNG states and the log history, and the frozen weights are rebuilt from the same
@@ -761,9 +764,12 @@ def main(argv: list[str] | None = None) -> dict:
                     losses[names[0]] * args.task_weights.get(names[0], 1.0) / args.grad_accum
                 ).backward()
             else:
-                stats = optimizer.backward(
-                    {t: loss / args.grad_accum for t, loss in losses.items()}
+                last = micro == args.grad_accum - 1
+                result = optimizer.backward(
+                    {t: loss / args.grad_accum for t, loss in losses.items()},
+                    sync=last or not optimizer.method.accumulates,
                 )
+                stats = result if result is not None else stats
         optimizer.step()
         seconds = time.perf_counter() - t0
         train_seconds += seconds

@@ -43,6 +43,9 @@ class Method(nn.Module):
     tied_to_num_tasks: ClassVar[bool] = False
     #: Whether the method needs the task losses too (e.g. DB-MTL's log-loss scaling).
     needs_losses: ClassVar[bool] = False
+    #: Whether micro-batches can be accumulated with ``GradSurgery.backward(..., sync=False)``
+    #: (the per-task gradients add up; loss-space methods weigh the whole batch's losses first).
+    accumulates: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -85,6 +88,8 @@ class GramMethod(Method):
     Subclasses implement :meth:`_weights`; callers use :meth:`weights`, which checks the input
     and, for stateful methods, that the number of tasks has not changed.
     """
+
+    accumulates = True
 
     @torch.no_grad()
     def weights(self, gram: Tensor, /, losses: Tensor | None = None) -> Tensor:
@@ -130,6 +135,8 @@ class MatrixMethod(Method):
     Subclasses implement :meth:`combine_into`; they have no weights and the step reports NaN
     weights.
     """
+
+    accumulates = True
 
     def combine_into(self, out: Tensor, matrix: Tensor, *, beta: float = 0.0) -> None:
         """Write ``beta·out + aggregate(J)`` into the flat ``out`` (shape ``(P,)``) in place."""
