@@ -25,6 +25,9 @@ __all__ = ["LossReach", "reached_parameters", "trace_loss"]
 
 #: Autograd nodes whose backward re-runs a forward that autograd.grad cannot see into.
 _HIDING_NODES = ("CheckpointFunctionBackward",)
+#: Custom functions whose output k depends on their input k alone (DDP's sink, which
+#: ``find_unused_parameters=True`` puts after the model's outputs).
+_PASS_THROUGH = ("_DDPSinkBackward",)
 
 
 @dataclass
@@ -68,12 +71,17 @@ def trace_loss(loss: Tensor, index: Mapping[int, int]) -> LossReach:
         node, output_nr = stack.pop()
         if node is None:
             continue
+        name = type(node).__name__
+        if name in _PASS_THROUGH:
+            children = node.next_functions  # type: ignore[attr-defined]
+            if output_nr < len(children):
+                stack.append(children[output_nr])
+                continue
         if _is_custom_function(node):
             reach.opaque.setdefault(node, set()).add(output_nr)
         if node in seen:
             continue
         seen.add(node)
-        name = type(node).__name__
         if name in _HIDING_NODES:
             reach.hiding.append(name)
         variable = getattr(node, "variable", None)

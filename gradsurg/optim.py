@@ -20,7 +20,7 @@ from .step import path_for, plan_step
 from .step.capture import Captured
 from .step.nonfinite import NONFINITE_POLICIES, NonFinitePolicy
 from .step.plan import StepPlan, trainable_parameters
-from .step.reduce import LocalReduce
+from .distributed import DATA_PARALLEL_MODES, DataParallelMode, make_reducer
 
 __all__ = ["GradSurgery"]
 
@@ -88,6 +88,8 @@ class GradSurgery(torch.optim.Optimizer):
         backend: str = "auto",
         nonfinite: NonFinitePolicy = "raise",
         scaler: torch.amp.GradScaler | None = None,
+        data_parallel: DataParallelMode = "exact",
+        process_group: Any = None,
     ) -> None:
         # Everything is checked before the wrapped optimizer is touched: a failed construction
         # leaves it exactly as it was.
@@ -104,6 +106,9 @@ class GradSurgery(torch.optim.Optimizer):
         if isinstance(task_weights, Tensor):
             task_weights = task_weights.tolist()
         check_task_weights_arg(task_weights)
+        if data_parallel not in DATA_PARALLEL_MODES:
+            raise ValueError(f"data_parallel: expected one of {DATA_PARALLEL_MODES}, got {data_parallel!r}")
+        reducer = make_reducer(data_parallel, process_group)
         if scaler is not None and not all(hasattr(scaler, a) for a in ("scale", "get_scale", "is_enabled", "unscale_")):
             raise TypeError(f"scaler: expected a torch.amp.GradScaler, got {type(scaler).__name__}")
         self.optimizer = optimizer
@@ -118,7 +123,8 @@ class GradSurgery(torch.optim.Optimizer):
         self._buffers: SharedBuffers | None = None
         self._pending: _Pending | None = None
         self._task_names: tuple[str, ...] | None = None
-        self._reduce = LocalReduce()
+        self.data_parallel = data_parallel
+        self._reduce = reducer
         self._skip_next_step = False
         own = [p for p in self.method.parameters() if p.requires_grad]
         if own:
@@ -141,13 +147,16 @@ class GradSurgery(torch.optim.Optimizer):
     def __getstate__(self) -> dict[str, Any]:
         # torch.optim.Optimizer pickles only defaults/state/param_groups, which here live in the
         # wrapped optimizer; keep the whole wrapper instead. The J buffer is a cache: dropped.
+        # A process group cannot be pickled: the copy reduces over the default group.
         state = self.__dict__.copy()
         state["_buffers"] = None
         state["_pending"] = None
+        state["_reduce"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._reduce = make_reducer(self.data_parallel, None)
 
     # -- delegation to the wrapped optimizer -------------------------------------------------
 

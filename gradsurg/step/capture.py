@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -74,12 +74,15 @@ def capture_task_gradients(
     kernels: Sequence[Backend],
     *,
     accumulate: bool = False,
+    on_row: Callable[[Tensor], None] | None = None,
 ) -> Captured:
     """Run T autograd passes; write task t's gradients of the shared parameters into row t of J
     (of every layout group), or add them to it with ``accumulate`` (a later micro-batch).
 
     Gradients are of α_t L_t. A shared parameter a task does not reach gets a zero segment.
-    Nothing visible to the user (``.grad``, parameters) is changed here.
+    ``on_row`` is called with each group's row of task t once it is complete (a data-parallel
+    reducer starts its all-reduce there). Nothing visible to the user (``.grad``, parameters)
+    is changed here.
     """
     slot = {k: s for s, k in enumerate(plan.shared_idx)}
     captured = Captured(micro_batches=1)
@@ -113,6 +116,8 @@ def capture_task_gradients(
                         torch._foreach_add_([d for d, _ in present], [g for _, g in present])
                 else:
                     backend.flatten_into(group.rows[t], part)
+                if on_row is not None:
+                    on_row(group.matrix[t])
     captured.finite_specific = torch.stack(flags)
     captured.losses = torch.stack([loss.detach().to(torch.float64) for loss in plan.scalars])
     return captured

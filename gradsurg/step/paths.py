@@ -7,6 +7,7 @@ kind, so the step never switches on a string. Adding a kind adds a method base c
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -57,8 +58,11 @@ class _PerTaskGradientPath:
                 "on one device in one dtype; found several (device, dtype) groups: pass shared= "
                 "for one group, or use a Gram-based method"
             )
+        reducer = surgery._reduce
         try:
-            captured = capture_task_gradients(plan, buffers, kernels, accumulate=pending is not None)
+            captured = capture_task_gradients(
+                plan, buffers, kernels, accumulate=pending is not None, on_row=reducer.row_ready if sync else None
+            )
         except BaseException as error:
             if pending is not None:
                 surgery._pending = None
@@ -70,9 +74,10 @@ class _PerTaskGradientPath:
             surgery._hold(plan, captured)
             return None
         surgery._pending = None
-        surgery._reduce(buffers, captured)
+        reducer(buffers, captured)
         assert captured.losses is not None
         host = to_host(captured.losses, gram_parts(buffers, kernels), captured.finite_specific, surgery._inv_scale())
+        host = replace(host, finite=reducer.agree(host.finite))
         backend = "+".join(dict.fromkeys(_backend_name(k) for k in kernels)) or "torch"
         name, scale = surgery.method.name, surgery._scale(plan.num_tasks)
 
@@ -98,6 +103,7 @@ class _PerTaskGradientPath:
         else:
             weights = self.combine(surgery.method, buffers, kernels, host, scale)
         write_specific(plan.params, captured.specific, scale)
+        reducer.finish(_written(plan, buffers, captured.specific))
         return stats(weights)
 
     #: Whether the path can combine several (device, dtype) groups with one set of weights.
@@ -108,6 +114,12 @@ class _PerTaskGradientPath:
     ) -> Tensor | None:
         """Write the combination into the shared ``.grad``; return the weights applied (or None)."""
         raise NotImplementedError
+
+
+def _written(plan: StepPlan, buffers: SharedBuffers | None, specific: dict[int, Tensor]) -> list[Tensor]:
+    """The gradient tensors a step wrote: each group's flat buffer and the task-specific ``.grad``."""
+    flats = [] if buffers is None else [group.flat for group in buffers.groups]
+    return flats + [plan.params[k].grad for k in sorted(specific) if plan.params[k].grad is not None]
 
 
 def _write_combination(buffers: SharedBuffers | None, kernels: list[Backend], weights: Tensor) -> None:
@@ -180,9 +192,19 @@ class LossPath:
                 "so micro-batches cannot be accumulated with sync=False; sum the micro-batch "
                 "losses into one backward(losses) call, or use a gradient-based method"
             )
+        reducer = surgery._reduce
+        if reducer.world_size > 1 and reducer.exact and isinstance(method, DoubleBackwardMethod):
+            raise ValueError(
+                f"data_parallel: {name} differentiates through the task gradients, which would "
+                "need a differentiable all-reduce of every gradient; use data_parallel='local' "
+                "(each rank's own regulariser, gradients averaged) or one process"
+            )
         inv_scale = surgery._inv_scale()
         losses = torch.stack([loss.detach().to(torch.float64) for loss in plan.scalars])
+        if reducer.exact:
+            reducer.mean_([losses])  # the global batch's losses: the weights are the same everywhere
         host = to_host(losses, [], None, inv_scale)
+        host = replace(host, finite=reducer.agree(host.finite))
         # Non-finite losses are decided before the method sees them: loss-space methods keep
         # loss histories and take logarithms, which a NaN would poison.
         bad = nonfinite_tasks(plan.names, host.finite, "skip" if surgery.scaler_enabled else surgery.nonfinite)
@@ -190,7 +212,12 @@ class LossPath:
             if surgery.scaler_enabled:
                 self._write_plain(plan, surgery)
             return make_stats(plan.names, host.losses, None, None, method=name, backend="torch", nonfinite_tasks=bad)
-        scaled = torch.stack([loss * alpha for loss, alpha in zip(plan.scalars, plan.alphas)])
+        local = torch.stack(list(plan.scalars))
+        if reducer.world_size > 1 and reducer.exact:
+            # Values of the global losses, gradients of the local ones: averaged over the ranks,
+            # the gradients are those of the objective of the global batch.
+            local = local + (losses.to(local) - local).detach()
+        scaled = local * torch.tensor(plan.alphas, dtype=local.dtype, device=local.device)
         if inv_scale is not None:
             # The method sees the true losses; the objective is scaled back for the GradScaler.
             objective, gram = self.objective(method, scaled * inv_scale, plan)
@@ -212,9 +239,12 @@ class LossPath:
                 check_dense("objective", k, g)
                 specific[k] = g
         fresh_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(fresh, grads[len(positions):])]
+        if reducer.exact:
+            reducer.mean_([*specific.values(), *fresh_grads])
         flags = [torch.isfinite(g).all() for g in [*specific.values(), *fresh_grads]]
         scale = surgery._scale(plan.num_tasks)
-        if flags and not bool(torch.stack(flags).all()):
+        everywhere_finite = reducer.agree(torch.stack(flags).all().reshape(1).cpu() if flags else torch.ones(1, dtype=torch.bool))
+        if not bool(everywhere_finite.all()):
             # Name the tasks whose gradient norm is non-finite; if none is, the objective itself
             # overflowed and every task is named.
             finite = torch.isfinite(gram.diagonal()) if gram is not None else torch.ones(plan.num_tasks, dtype=torch.bool)
@@ -230,6 +260,7 @@ class LossPath:
             surgery.optimizer.add_param_group({"params": fresh})
             for p, g in zip(fresh, fresh_grads):
                 p.grad = g * scale
+        reducer.finish([params[k].grad for k in sorted(specific)] + [p.grad for p in fresh])
         last = getattr(method, "last_weights", None)
         weights = None if last is None else last * scale
         return make_stats(plan.names, host.losses, gram, weights, method=name, backend="torch")

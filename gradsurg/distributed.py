@@ -1,0 +1,143 @@
+"""Data-parallel training on ``torch.distributed``: the reduce stage across processes.
+
+Semantics (``data_parallel="exact"``): the update on every rank is the one a single process
+computes on the global batch. Each task's gradient is the mean over ranks of the local per-task
+gradients: the rows of J are all-reduced (one asynchronous all-reduce per row, launched as soon
+as the row is complete, so it overlaps the next task's backward), and so are the task-specific
+gradients and the losses. Every rank then holds the same J, computes the same Gram matrix and
+the same weights, and advances stateful methods identically; no weights are broadcast.
+Communication: T times the gradients of the shared parameters, i.e. T× a plain DDP step.
+
+``data_parallel="local"`` is the cheap approximation: each rank runs the surgery on its own J,
+and the combined gradients are averaged across ranks as plain DDP would (1× communication).
+The update is the mean of per-rank surgeries, not the surgery of the global batch.
+
+The autograd passes gradsurg runs (``torch.autograd.grad``) never fire DDP's gradient hooks, so
+a ``DistributedDataParallel`` model's reducer does no communication of its own in these steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .buffer import SharedBuffers
+    from .step.capture import Captured
+
+__all__ = ["DATA_PARALLEL_MODES", "DataParallel", "DataParallelMode", "LocalReduce", "make_reducer"]
+
+DataParallelMode = Literal["exact", "local", "none"]
+#: Accepted values of ``GradSurgery(data_parallel=...)``.
+DATA_PARALLEL_MODES: tuple[str, ...] = ("exact", "local", "none")
+
+
+class LocalReduce:
+    """The single-process reducer: J and the task-specific gradients are already global."""
+
+    exact = True
+    world_size = 1
+
+    def row_ready(self, row: Tensor) -> None:
+        """Nothing to start in one process."""
+
+    def __call__(self, buffers: SharedBuffers | None, captured: Captured) -> None:
+        """Nothing to exchange in one process."""
+
+    def agree(self, finite: Tensor) -> Tensor:
+        """One process decides alone."""
+        return finite
+
+    def mean_(self, tensors: Sequence[Tensor]) -> None:
+        """Nothing to average in one process."""
+
+    def finish(self, grads: Sequence[Tensor]) -> None:
+        """Nothing to average in one process."""
+
+
+class DataParallel(LocalReduce):
+    """All-reduce what a step needs across the ranks of ``group``.
+
+    Args:
+        group: the process group (``None``: torch.distributed's default group).
+        exact: True for the global-batch surgery (reduce J), False for the local approximation
+            (reduce the combined gradients after the write).
+    """
+
+    def __init__(self, group: Any, *, exact: bool = True) -> None:
+        import torch.distributed as dist
+
+        self._dist = dist
+        self.group = group
+        self.exact = exact
+        self.world_size = dist.get_world_size(group)
+        self._pending: list[tuple[Tensor, Any]] = []
+
+    def row_ready(self, row: Tensor) -> None:
+        """Start the all-reduce of a complete row of J (exact mode), to overlap the next task."""
+        if self.exact:
+            self._pending.append((row, self._dist.all_reduce(row, group=self.group, async_op=True)))
+
+    def __call__(self, buffers: SharedBuffers | None, captured: Captured) -> None:
+        """Finish the rows' all-reduces and average them; average the task-specific gradients
+        and the losses (exact mode)."""
+        for row, work in self._pending:
+            work.wait()
+            row.div_(self.world_size)
+        self._pending.clear()
+        if not self.exact:
+            return
+        if captured.specific:
+            keys = sorted(captured.specific)
+            values = [captured.specific[k].clone() for k in keys]
+            self.mean_(values)
+            captured.specific = dict(zip(keys, values))
+        if captured.losses is not None:
+            captured.losses = captured.losses.clone()
+            self.mean_([captured.losses])
+
+    def agree(self, finite: Tensor) -> Tensor:
+        """A task is finite only if it is on every rank: one decision everywhere."""
+        flags = finite.to(torch.int32)
+        self._dist.all_reduce(flags, op=self._dist.ReduceOp.MIN, group=self.group)
+        return flags.to(torch.bool)
+
+    def mean_(self, tensors: Sequence[Tensor]) -> None:
+        """Average ``tensors`` over the ranks, in place, one flat all-reduce per dtype/device."""
+        by_layout: dict[tuple, list[Tensor]] = {}
+        for t in tensors:
+            by_layout.setdefault((t.device, t.dtype), []).append(t)
+        for group in by_layout.values():
+            flat = torch.cat([t.reshape(-1) for t in group])
+            self._dist.all_reduce(flat, group=self.group)
+            flat.div_(self.world_size)
+            offset = 0
+            for t in group:
+                t.copy_(flat[offset : offset + t.numel()].view_as(t))
+                offset += t.numel()
+
+    def finish(self, grads: Sequence[Tensor]) -> None:
+        """Local mode: average the combined gradients over the ranks, as plain DDP would."""
+        if not self.exact:
+            self.mean_(grads)
+
+
+def make_reducer(mode: DataParallelMode, process_group: Any) -> LocalReduce:
+    """The reducer for ``mode``: :class:`DataParallel` when torch.distributed is initialised
+    with more than one rank in ``process_group`` (default group if None) and ``mode`` is not
+    ``"none"``; the single-process :class:`LocalReduce` otherwise.
+
+    Raises:
+        ValueError: ``process_group`` is given but torch.distributed is not initialised.
+    """
+    import torch.distributed as dist
+
+    ready = dist.is_available() and dist.is_initialized()
+    if process_group is not None and not ready:
+        raise ValueError("process_group: torch.distributed is not initialised (call init_process_group first)")
+    if mode == "none" or not ready or dist.get_world_size(process_group) == 1:
+        return LocalReduce()
+    return DataParallel(process_group, exact=mode == "exact")
