@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .fsdp import local_view
+
 __all__ = ["GradBuffer", "SharedBuffers", "check_floating"]
 
 
@@ -33,8 +35,10 @@ class GradBuffer:
         self.params = list(params)
         self.num_tasks = num_tasks
         self.key = self.make_key(self.params, num_tasks)
-        device, dtype = params[0].device, params[0].dtype
-        self.numel = sum(p.numel() for p in params)
+        # FSDP2 shards (DTensors): J holds this rank's local shards.
+        self._local = [local_view(p) for p in self.params]
+        device, dtype = self._local[0].device, self._local[0].dtype
+        self.numel = sum(p.numel() for p in self._local)
         self.matrix = torch.empty(num_tasks, self.numel, device=device, dtype=dtype)
         self.flat = torch.empty(self.numel, device=device, dtype=dtype)
         self.rows = [self._views(self.matrix[t]) for t in range(num_tasks)]
@@ -45,7 +49,7 @@ class GradBuffer:
         """Raise ``ValueError`` unless ``params`` is non-empty, on one device, of one dtype."""
         if not params:
             raise ValueError("shared: no shared parameters")
-        kinds = {(p.device, p.dtype) for p in params}
+        kinds = {(local_view(p).device, p.dtype) for p in params}
         if len(kinds) > 1:
             found = ", ".join(sorted(f"{d}/{t}".replace("torch.", "") for d, t in kinds))
             raise ValueError(
@@ -61,14 +65,14 @@ class GradBuffer:
 
     def _views(self, flat: Tensor) -> list[Tensor]:
         views, offset = [], 0
-        for p in self.params:
+        for p in self._local:
             views.append(flat[offset : offset + p.numel()].view(p.shape))
             offset += p.numel()
         return views
 
     def owns_grad(self, k: int, grad: Tensor) -> bool:
         """Whether ``grad`` is this buffer's view for parameter ``k`` (set by an earlier step)."""
-        view = self.grads[k]
+        view, grad = self.grads[k], local_view(grad)
         return grad.data_ptr() == view.data_ptr() and grad.stride() == view.stride()
 
 
@@ -94,7 +98,7 @@ class SharedBuffers:
         self.key = self.make_key(self.params, num_tasks)
         layouts: dict[tuple, list[int]] = {}
         for k, p in enumerate(self.params):
-            layouts.setdefault((p.device, p.dtype), []).append(k)
+            layouts.setdefault((local_view(p).device, p.dtype), []).append(k)
         self.groups: list[GradBuffer] = []
         self.slots: list[tuple[int, int]] = [(0, 0)] * len(self.params)
         for g, members in enumerate(layouts.values()):

@@ -8,6 +8,11 @@ gradients and the losses. Every rank then holds the same J, computes the same Gr
 the same weights, and advances stateful methods identically; no weights are broadcast.
 Communication: T times the gradients of the shared parameters, i.e. T× a plain DDP step.
 
+FSDP2 (``fully_shard``): each rank holds a shard of every task's gradient (see
+:mod:`gradsurg.fsdp`); the partial Gram matrices of the shards are all-reduced (T×T numbers),
+every rank gets the same weights and combines its own shard. Communication: T× the gradients
+(one all-reduce per task of the full gradient, where FSDP reduce-scatters once).
+
 ``data_parallel="local"`` is the cheap approximation: each rank runs the surgery on its own J,
 and the combined gradients are averaged across ranks as plain DDP would (1× communication).
 The update is the mean of per-rank surgeries, not the surgery of the global batch.
@@ -28,7 +33,7 @@ if TYPE_CHECKING:
     from .buffer import SharedBuffers
     from .step.capture import Captured
 
-__all__ = ["DATA_PARALLEL_MODES", "DataParallel", "DataParallelMode", "LocalReduce", "make_reducer"]
+__all__ = ["DATA_PARALLEL_MODES", "DataParallel", "DataParallelMode", "LocalReduce", "ShardedReduce", "make_reducer"]
 
 DataParallelMode = Literal["exact", "local", "none"]
 #: Accepted values of ``GradSurgery(data_parallel=...)``.
@@ -40,6 +45,8 @@ class LocalReduce:
 
     exact = True
     world_size = 1
+    #: Whether gradients computed by one backward (loss-space methods) must be averaged here.
+    averages_gradients = False
 
     def row_ready(self, row: Tensor) -> None:
         """Nothing to start in one process."""
@@ -53,6 +60,10 @@ class LocalReduce:
 
     def mean_(self, tensors: Sequence[Tensor]) -> None:
         """Nothing to average in one process."""
+
+    def reduce_gram(self, parts: list[Tensor]) -> list[Tensor]:
+        """The Gram matrix parts are already global."""
+        return parts
 
     def finish(self, grads: Sequence[Tensor]) -> None:
         """Nothing to average in one process."""
@@ -74,6 +85,7 @@ class DataParallel(LocalReduce):
         self.group = group
         self.exact = exact
         self.world_size = dist.get_world_size(group)
+        self.averages_gradients = exact
         self._pending: list[tuple[Tensor, Any]] = []
 
     def row_ready(self, row: Tensor) -> None:
@@ -125,10 +137,11 @@ class DataParallel(LocalReduce):
             self.mean_(grads)
 
 
-def make_reducer(mode: DataParallelMode, process_group: Any) -> LocalReduce:
+def make_reducer(mode: DataParallelMode, process_group: Any, *, sharded: bool = False) -> LocalReduce:
     """The reducer for ``mode``: :class:`DataParallel` when torch.distributed is initialised
     with more than one rank in ``process_group`` (default group if None) and ``mode`` is not
-    ``"none"``; the single-process :class:`LocalReduce` otherwise.
+    ``"none"`` (:class:`ShardedReduce` for FSDP2 shards, ``sharded``); the single-process
+    :class:`LocalReduce` otherwise.
 
     Raises:
         ValueError: ``process_group`` is given but torch.distributed is not initialised.
@@ -140,4 +153,39 @@ def make_reducer(mode: DataParallelMode, process_group: Any) -> LocalReduce:
         raise ValueError("process_group: torch.distributed is not initialised (call init_process_group first)")
     if mode == "none" or not ready or dist.get_world_size(process_group) == 1:
         return LocalReduce()
+    if sharded:
+        if mode != "exact":
+            raise ValueError(
+                "data_parallel: FSDP2 shards hold parts of every gradient, so per-rank ('local') "
+                "surgery is not defined; use data_parallel='exact'"
+            )
+        return ShardedReduce(process_group)
     return DataParallel(process_group, exact=mode == "exact")
+
+
+class ShardedReduce(DataParallel):
+    """FSDP2: each rank holds its shard of every task's (already averaged) gradient, so J is not
+    exchanged; the partial Gram matrices of the shards are summed over the ranks (T×T numbers),
+    and the losses averaged."""
+
+    def __init__(self, group: Any) -> None:
+        super().__init__(group, exact=True)
+        self.averages_gradients = False  # the shards are averaged when they are taken
+
+    def row_ready(self, row: Tensor) -> None:
+        """Rows hold shards: nothing to all-reduce."""
+
+    def __call__(self, buffers: SharedBuffers | None, captured: Captured) -> None:
+        """Average the losses (the shards were averaged at capture)."""
+        if captured.losses is not None:
+            captured.losses = captured.losses.clone()
+            self.mean_([captured.losses])
+
+    def reduce_gram(self, parts: list[Tensor]) -> list[Tensor]:
+        """Σ over ranks of the partial Grams of the local shards: the Gram of the full rows."""
+        out = []
+        for part in parts:
+            part = part.clone()
+            self._dist.all_reduce(part, group=self.group)
+            out.append(part)
+        return out

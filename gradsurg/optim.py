@@ -21,6 +21,7 @@ from .step.capture import Captured
 from .step.nonfinite import NONFINITE_POLICIES, NonFinitePolicy
 from .step.plan import StepPlan, trainable_parameters
 from .distributed import DATA_PARALLEL_MODES, DataParallelMode, make_reducer
+from .fsdp import Sharding, fsdp_handles
 
 __all__ = ["GradSurgery"]
 
@@ -108,7 +109,9 @@ class GradSurgery(torch.optim.Optimizer):
         check_task_weights_arg(task_weights)
         if data_parallel not in DATA_PARALLEL_MODES:
             raise ValueError(f"data_parallel: expected one of {DATA_PARALLEL_MODES}, got {data_parallel!r}")
-        reducer = make_reducer(data_parallel, process_group)
+        method_params = list(method.parameters()) if isinstance(method, Method) else []
+        sharded = fsdp_handles(trainable_parameters(optimizer.param_groups), method_params) is not None
+        reducer = make_reducer(data_parallel, process_group, sharded=sharded)
         if scaler is not None and not all(hasattr(scaler, a) for a in ("scale", "get_scale", "is_enabled", "unscale_")):
             raise TypeError(f"scaler: expected a torch.amp.GradScaler, got {type(scaler).__name__}")
         self.optimizer = optimizer
@@ -124,6 +127,8 @@ class GradSurgery(torch.optim.Optimizer):
         self._pending: _Pending | None = None
         self._task_names: tuple[str, ...] | None = None
         self.data_parallel = data_parallel
+        self.process_group = process_group
+        self._sharded = sharded
         self._reduce = reducer
         self._skip_next_step = False
         own = [p for p in self.method.parameters() if p.requires_grad]
@@ -152,11 +157,12 @@ class GradSurgery(torch.optim.Optimizer):
         state["_buffers"] = None
         state["_pending"] = None
         state["_reduce"] = None
+        state["process_group"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._reduce = make_reducer(self.data_parallel, None)
+        self._reduce = make_reducer(self.data_parallel, None, sharded=self._sharded)
 
     # -- delegation to the wrapped optimizer -------------------------------------------------
 
@@ -316,9 +322,10 @@ class GradSurgery(torch.optim.Optimizer):
             state are as before the call.
         """
         previous = self._pending.names if self._pending is not None else self._task_names
+        params = self._parameters()
         plan = plan_step(
-            losses, self.task_weights, self._parameters(), self._shared,
-            retain_graph=retain_graph, previous_names=previous,
+            losses, self.task_weights, params, self._shared,
+            retain_graph=retain_graph, previous_names=previous, sharding=self._sharding(params),
         )
         self._check_tasks(plan)
         saved = copy.deepcopy(self.method.state_dict()) if self.method.stateful else None
@@ -360,6 +367,13 @@ class GradSurgery(torch.optim.Optimizer):
             )
 
     # -- what the step paths ask of their owner (gradsurg.step.paths) --------------------------
+
+    def _sharding(self, params: list[Tensor]) -> Sharding | None:
+        """The FSDP2 shards among ``params`` and their process group (None without FSDP2)."""
+        if not self._sharded:
+            return None
+        handles = fsdp_handles(params, list(self.method.parameters()))
+        return None if handles is None else Sharding(handles, self.process_group)
 
     @property
     def scaler_enabled(self) -> bool:

@@ -90,17 +90,20 @@ def capture_task_gradients(
     for t, (name, loss) in enumerate(zip(plan.names, plan.scalars)):
         grads = torch.autograd.grad(
             loss,
-            [plan.params[k] for k in plan.reached[t]],
+            plan.targets(plan.reached[t]),
             grad_outputs=torch.full_like(loss, plan.alphas[t]),
             retain_graph=plan.retain_graph or t < plan.num_tasks - 1,
             allow_unused=True,
         )
+        for k, g in zip(plan.reached[t], grads):
+            if g is not None:
+                check_dense(name, k, g)
+        grads = plan.localize(plan.reached[t], grads)
         row: list[Tensor | None] = [None] * len(slot)
         task_flags = []
         for k, g in zip(plan.reached[t], grads):
             if g is None:
                 continue
-            check_dense(name, k, g)
             if k in slot:
                 row[slot[k]] = g
             else:

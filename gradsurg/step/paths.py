@@ -76,7 +76,8 @@ class _PerTaskGradientPath:
         surgery._pending = None
         reducer(buffers, captured)
         assert captured.losses is not None
-        host = to_host(captured.losses, gram_parts(buffers, kernels), captured.finite_specific, surgery._inv_scale())
+        parts = reducer.reduce_gram(gram_parts(buffers, kernels))
+        host = to_host(captured.losses, parts, captured.finite_specific, surgery._inv_scale())
         host = replace(host, finite=reducer.agree(host.finite))
         backend = "+".join(dict.fromkeys(_backend_name(k) for k in kernels)) or "torch"
         name, scale = surgery.method.name, surgery._scale(plan.num_tasks)
@@ -194,6 +195,7 @@ class LossPath:
             )
         reducer = surgery._reduce
         if reducer.world_size > 1 and reducer.exact and isinstance(method, DoubleBackwardMethod):
+            # (Under FSDP2 as under DDP: the cosines of global gradients need them all, differentiably.)
             raise ValueError(
                 f"data_parallel: {name} differentiates through the task gradients, which would "
                 "need a differentiable all-reduce of every gradient; use data_parallel='local' "
@@ -231,15 +233,15 @@ class LossPath:
         method_params = [p for p in method.parameters() if p.requires_grad]
         fresh = [p for p in method_params if id(p) not in known]
         positions = sorted(set().union(*plan.reached) | {known[id(p)] for p in method_params if id(p) in known})
-        inputs = [params[k] for k in positions] + fresh
+        inputs = plan.targets(positions) + fresh
         grads = torch.autograd.grad(objective, inputs, retain_graph=plan.retain_graph, allow_unused=True)
-        specific: dict[int, Tensor] = {}
         for k, g in zip(positions, grads):
             if g is not None:
                 check_dense("objective", k, g)
-                specific[k] = g
+        local = plan.localize(positions, grads[: len(positions)])
+        specific = {k: g for k, g in zip(positions, local) if g is not None}
         fresh_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(fresh, grads[len(positions):])]
-        if reducer.exact:
+        if reducer.averages_gradients:
             reducer.mean_([*specific.values(), *fresh_grads])
         flags = [torch.isfinite(g).all() for g in [*specific.values(), *fresh_grads]]
         scale = surgery._scale(plan.num_tasks)
@@ -271,7 +273,8 @@ class LossPath:
         # PyTorch would write it, so that the scaler skips the step and backs off.
         total = sum(loss * alpha for loss, alpha in zip(plan.scalars, plan.alphas))
         positions = sorted(set().union(*plan.reached))
-        grads = torch.autograd.grad(total, [plan.params[k] for k in positions], retain_graph=plan.retain_graph, allow_unused=True)
+        grads = torch.autograd.grad(total, plan.targets(positions), retain_graph=plan.retain_graph, allow_unused=True)
+        grads = plan.localize(positions, grads)
         write_specific(plan.params, {k: g for k, g in zip(positions, grads) if g is not None}, surgery._scale(plan.num_tasks))
 
 

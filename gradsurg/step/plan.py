@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..fsdp import Sharding
 from ..graph import LossReach, trace_loss
 from ..losses import normalise_losses, normalise_task_weights
 
@@ -35,6 +36,26 @@ class StepPlan:
     reached: list[list[int]]
     shared_idx: list[int]
     retain_graph: bool
+    sharding: Sharding | None = None
+
+    def targets(self, positions: Sequence[int]) -> list[Tensor]:
+        """What autograd differentiates for ``params[k]``: the parameter itself, or under FSDP2
+        the unsharded parameter the forward pass used."""
+        if self.sharding is None:
+            return [self.params[k] for k in positions]
+        return [self.sharding.target(self.params[k]) if id(self.params[k]) in self.sharding.handles
+                else self.params[k] for k in positions]
+
+    def localize(self, positions: Sequence[int], grads: Sequence[Tensor | None]) -> list[Tensor | None]:
+        """The gradients of ``targets(positions)`` as gradients of the parameters: under FSDP2,
+        this rank's shard of their mean over the ranks; unchanged otherwise."""
+        if self.sharding is None:
+            return list(grads)
+        params = [self.params[k] for k in positions]
+        sharded = [id(p) in self.sharding.handles for p in params]
+        local = self.sharding.localize([p for p, s in zip(params, sharded) if s], [g for g, s in zip(grads, sharded) if s])
+        it = iter(local)
+        return [next(it) if s else g for g, s in zip(grads, sharded)]
 
     @property
     def num_tasks(self) -> int:
@@ -102,6 +123,7 @@ def plan_step(
     *,
     retain_graph: bool = False,
     previous_names: Sequence[str] | None = None,
+    sharding: Sharding | None = None,
 ) -> StepPlan:
     """Check the losses and find the shared parameters (those of ``params`` reached by two or
     more losses, read off the autograd graph, unless ``shared`` fixes them).
@@ -123,6 +145,9 @@ def plan_step(
     alphas = normalise_task_weights(task_weights, names)
     num_candidates = len(params)
     index = {id(p): k for k, p in enumerate(params)}
+    if sharding is not None:
+        # A loss's graph reaches the unsharded parameters; they stand for their shards.
+        index.update({id(h.target): index[key] for key, h in sharding.handles.items() if key in index})
     traces = [trace_loss(loss, index) for loss in scalars]
     _check_visibility(names, traces, shared is not None)
     params = list(params)
@@ -145,4 +170,4 @@ def plan_step(
         shared_idx = [index[id(p)] for p in shared]
         # Declared shared parameters a task does not reach get a zero row segment.
         reached = [sorted(set(r) | set(shared_idx)) for r in reached]
-    return StepPlan(names, scalars, alphas, params, reached, shared_idx, retain_graph)
+    return StepPlan(names, scalars, alphas, params, reached, shared_idx, retain_graph, sharding)

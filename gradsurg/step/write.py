@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..buffer import GradBuffer
+from ..fsdp import local_view, wrap_grad
 
 __all__ = ["write_shared", "write_specific"]
 
@@ -26,10 +27,11 @@ def write_shared(buffer: GradBuffer, combine: Callable[[float], None]) -> None:
             if p.grad is None:
                 buffer.grads[k].zero_()
             elif not buffer.owns_grad(k, p.grad):
-                buffer.grads[k].copy_(p.grad)
+                buffer.grads[k].copy_(local_view(p.grad))
     combine(1.0 if accumulate else 0.0)
     for k, p in enumerate(buffer.params):
-        p.grad = buffer.grads[k]
+        if p.grad is None or not buffer.owns_grad(k, p.grad):
+            p.grad = wrap_grad(p, buffer.grads[k])
 
 
 def write_specific(params: list[Tensor], specific: dict[int, Tensor], scale: float) -> None:
@@ -38,11 +40,12 @@ def write_specific(params: list[Tensor], specific: dict[int, Tensor], scale: flo
         p = params[k]
         if scale != 1.0:
             g = g * scale
+        local = local_view(p)
         if p.grad is not None:
-            p.grad.add_(g)
-        elif g.stride() == p.stride():
-            p.grad = g
+            local_view(p.grad).add_(g)
+        elif g.stride() == local.stride():
+            p.grad = wrap_grad(p, g)
         else:
             # Gradients such as an expanded ones tensor (stride 0) cannot be modified in place
             # by the optimizer or clip_grad_norm_; give the parameter its own layout.
-            p.grad = torch.empty_like(p).copy_(g)
+            p.grad = wrap_grad(p, torch.empty_like(local).copy_(g))

@@ -53,6 +53,12 @@ def make_method(name: str):
     return name
 
 
+def _full(p: torch.Tensor) -> torch.Tensor:
+    """The whole parameter (FSDP2 shards are gathered)."""
+    full = p.full_tensor() if hasattr(p, "full_tensor") else p
+    return full.detach().clone()
+
+
 def run_case(model, opt, rank, world, *, micro_batches=1, nan_rank=None, nonfinite_step=None):
     """STEPS steps on this rank's shard; returns the parameters after every step and outcomes."""
     snapshots, outcomes = [], []
@@ -78,7 +84,7 @@ def run_case(model, opt, rank, world, *, micro_batches=1, nan_rank=None, nonfini
         except FloatingPointError:
             outcome = "raised"
         outcomes.append(outcome)
-        snapshots.append([p.detach().clone() for p in model.parameters()])
+        snapshots.append([_full(p) for p in model.parameters()])
     return snapshots, outcomes
 
 
@@ -91,15 +97,23 @@ def worker(rank: int, world: int, port: int, out_dir: str, cases: list[dict]) ->
     try:
         for case in cases:
             model = make_model()
-            ddp = torch.nn.parallel.DistributedDataParallel(
-                model, find_unused_parameters=case.get("find_unused", False)
-            )
+            if case.get("fsdp"):
+                from torch.distributed.fsdp import fully_shard
+
+                fully_shard(model.trunk)
+                ddp = fully_shard(model)
+            else:
+                ddp = torch.nn.parallel.DistributedDataParallel(
+                    model, find_unused_parameters=case.get("find_unused", False)
+                )
             opt = GradSurgery(
                 torch.optim.SGD(ddp.parameters(), lr=0.1),
                 method=make_method(case["method"]),
                 data_parallel=case.get("mode", "exact"),
                 nonfinite=case.get("nonfinite", "raise"),
             )
+            expected = "ShardedReduce" if case.get("fsdp") else "DataParallel"
+            assert type(opt._reduce).__name__ == expected, type(opt._reduce).__name__
             try:
                 results[case["id"]] = run_case(
                     ddp, opt, rank, world,

@@ -1,5 +1,5 @@
-"""DDP on gloo, two spawned ranks on localhost: every rank's parameters after every step equal
-a single-process run on the concatenated batch, and are bitwise equal across ranks."""
+"""DDP and FSDP2 on gloo, two spawned ranks on localhost: every rank's parameters after every
+step equal a single-process run on the concatenated batch, and are bitwise equal across ranks."""
 
 from __future__ import annotations
 
@@ -28,6 +28,13 @@ CASES = [
     {"id": "nan-raise", "method": "pcgrad", "nan_rank": 1, "nonfinite_step": 1},
     {"id": "nan-skip", "method": "pcgrad", "nan_rank": 1, "nonfinite_step": 1, "nonfinite": "skip"},
     {"id": "local", "method": "mgda", "mode": "local"},
+    {"id": "fsdp-pcgrad", "method": "pcgrad", "fsdp": True},
+    {"id": "fsdp-mgda", "method": "mgda", "fsdp": True},
+    {"id": "fsdp-upgrad", "method": "upgrad", "fsdp": True},
+    {"id": "fsdp-nash_mtl", "method": "nash_mtl", "fsdp": True},
+    {"id": "fsdp-uw", "method": "uw", "fsdp": True},
+    {"id": "fsdp-accumulate", "method": "mgda", "fsdp": True, "micro_batches": 2},
+    {"id": "fsdp-nan", "method": "pcgrad", "fsdp": True, "nan_rank": 0, "nonfinite_step": 1, "nonfinite": "skip"},
 ]
 
 
@@ -79,7 +86,11 @@ def _assert_bitwise_equal_across_ranks(per_rank):
             assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("case_id", ["pcgrad", "mgda", "upgrad", "nash_mtl", "uw", "graddrop", "accumulate", "unused"])
+EXACT = ["pcgrad", "mgda", "upgrad", "nash_mtl", "uw", "graddrop", "accumulate", "unused"]
+FSDP = ["fsdp-pcgrad", "fsdp-mgda", "fsdp-upgrad", "fsdp-nash_mtl", "fsdp-uw", "fsdp-accumulate"]
+
+
+@pytest.mark.parametrize("case_id", EXACT + FSDP)
 def test_ddp_equals_the_single_process_global_batch(ranks, case_id):
     case = next(c for c in CASES if c["id"] == case_id)
     per_rank = _result(ranks, case_id)
@@ -91,7 +102,7 @@ def test_ddp_equals_the_single_process_global_batch(ranks, case_id):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"step {step + 1}")
 
 
-@pytest.mark.parametrize(("case_id", "outcome"), [("nan-raise", "raised"), ("nan-skip", "skipped")])
+@pytest.mark.parametrize(("case_id", "outcome"), [("nan-raise", "raised"), ("nan-skip", "skipped"), ("fsdp-nan", "skipped")])
 def test_a_nan_on_one_rank_is_one_decision_on_every_rank(ranks, case_id, outcome):
     per_rank = _result(ranks, case_id)
     _assert_bitwise_equal_across_ranks(per_rank)
