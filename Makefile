@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: setup test toy train-demo clean
+.PHONY: setup test lint toy train-demo clean
 
 setup: $(VENV)/.installed
 
@@ -23,7 +23,12 @@ $(VENV)/.installed: pyproject.toml Makefile setup.py $(wildcard csrc/cpu/*)
 	$(BIN)/python -m pip install --quiet --no-deps LibMTL==1.1.5
 	touch $@
 
-test: setup
+# Lint (ruff) and type check (mypy) first: CI enforces both.
+lint: setup
+	$(BIN)/ruff check gradsurg tests benchmarks examples
+	$(BIN)/mypy
+
+test: lint
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest tests
 
 toy: setup

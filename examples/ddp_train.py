@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> float | None:
         rank, world = dist.get_rank(), dist.get_world_size()
         if args.batch_size % world:
             parser.error(f"--batch-size: {args.batch_size} does not split over {world} ranks")
-        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if backend == "nccl" else torch.device("cpu")
+        device = (
+            torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if backend == "nccl" else torch.device("cpu")
+        )
         if device.type == "cuda":
             torch.cuda.set_device(device)
     else:

@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mtl import data as mdata  # noqa: E402
+from mtl import data as mdata
 
-from gradsurg.integrations.hf import GradSurgeryTrainer  # noqa: E402
+from gradsurg.integrations.hf import GradSurgeryTrainer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -112,20 +112,36 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     torch.manual_seed(0)
     model = SharedEncoder(tasks)
     targs = transformers.TrainingArguments(
-        output_dir=str(args.output_dir), max_steps=args.steps, per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum, learning_rate=1e-3, warmup_steps=args.steps // 10,
-        logging_steps=max(1, args.steps // 6), save_strategy="no", report_to=args.report_to, bf16=args.bf16,
-        use_cpu=not torch.cuda.is_available(), remove_unused_columns=False, disable_tqdm=False, seed=0,
+        output_dir=str(args.output_dir),
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=1e-3,
+        warmup_steps=args.steps // 10,
+        logging_steps=max(1, args.steps // 6),
+        save_strategy="no",
+        report_to=args.report_to,
+        bf16=args.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        remove_unused_columns=False,
+        disable_tqdm=False,
+        seed=0,
     )
     trainer = GradSurgeryTrainer(
-        model=model, args=targs, train_dataset=Paired(train), surgery=args.surgery,
+        model=model,
+        args=targs,
+        train_dataset=Paired(train),
+        surgery=args.surgery,
         data_collator=lambda b: collate(b, tok.pad_token_id),
     )
     trainer.train()
     for entry in trainer.state.log_history:
         cos = {k.split("/")[-1]: round(v, 3) for k, v in entry.items() if k.startswith("gradsurg/cos/")}
         if cos:
-            print(f"step {entry['step']}: loss {entry['loss']:.4f}, cosine {cos}, conflicts {entry.get('gradsurg/conflicts')}")
+            print(
+                f"step {entry['step']}: loss {entry['loss']:.4f}, cosine {cos}, "
+                f"conflicts {entry.get('gradsurg/conflicts')}"
+            )
     scores = accuracy(model, evals, tok.pad_token_id)
     print("validation accuracy:", {t: round(100 * s, 1) for t, s in scores.items()})
     return scores

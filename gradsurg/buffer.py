@@ -52,9 +52,7 @@ class GradBuffer:
         kinds = {(local_view(p).device, p.dtype) for p in params}
         if len(kinds) > 1:
             found = ", ".join(sorted(f"{d}/{t}".replace("torch.", "") for d, t in kinds))
-            raise ValueError(
-                f"shared: one buffer holds one device and dtype, found {found}"
-            )
+            raise ValueError(f"shared: one buffer holds one device and dtype, found {found}")
         if not params[0].dtype.is_floating_point:
             raise ValueError(f"shared: parameters must be floating point, got {params[0].dtype}")
 

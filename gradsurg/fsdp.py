@@ -51,7 +51,12 @@ def wrap_grad(param: Tensor, local: Tensor) -> Tensor:
     from torch.distributed.tensor import DTensor
 
     return DTensor.from_local(
-        local, param.device_mesh, param.placements, run_check=False, shape=param.shape, stride=param.stride()  # type: ignore[attr-defined]
+        local,
+        param.device_mesh,
+        param.placements,
+        run_check=False,
+        shape=param.shape,
+        stride=param.stride(),  # type: ignore[attr-defined]
     )
 
 

@@ -35,9 +35,7 @@ def _as_lists(grads: Grads) -> tuple[Tensor | None, list[list[Tensor]] | None]:
             if [tuple(g.shape) for g in row] != shapes:
                 raise ValueError(f"grads: task {t}'s gradient shapes differ from task 0's")
         return None, lists
-    raise TypeError(
-        "grads: expected a (T, P) tensor or a list of per-task lists of per-parameter gradients"
-    )
+    raise TypeError("grads: expected a (T, P) tensor or a list of per-task lists of per-parameter gradients")
 
 
 def gramian(grads: Grads, /, *, backend: str = "auto") -> Tensor:
@@ -54,6 +52,7 @@ def gramian(grads: Grads, /, *, backend: str = "auto") -> Tensor:
     matrix, lists = _as_lists(grads)
     if matrix is not None:
         return get_backend(backend, matrix.device).gram(matrix)
+    assert lists is not None
     return get_backend(backend, lists[0][0].device).gram_lists(lists)
 
 
@@ -76,25 +75,25 @@ def aggregate(grads: Grads, method: str | Method, /, *, backend: str = "auto") -
     method = resolve_method(method)
     if not isinstance(method, (GramMethod, MatrixMethod)):
         raise ValueError(
-            f"method: {method.name!r} works on the losses ({type(method).__bases__[-1].__name__}), "
-            "not on given gradients; use it through GradSurgery"
+            f"method: {method.name!r} weighs the losses, not given gradients "
+            f"({type(method).__name__} is a loss-space or double-backward method); use it through GradSurgery"
         )
+    matrix, lists = _as_lists(grads)
     if isinstance(method, MatrixMethod):
-        lists = None if isinstance(grads, Tensor) else _as_lists(grads)[1]
-        matrix = grads.reshape(grads.shape[0], -1) if lists is None else torch.stack(
-            [torch.cat([g.reshape(-1) for g in row]) for row in lists]
-        )
+        if matrix is None:
+            assert lists is not None
+            matrix = torch.stack([torch.cat([g.reshape(-1) for g in row]) for row in lists])
         out = torch.empty(matrix.shape[1], dtype=matrix.dtype, device=matrix.device)
         method.combine_into(out, matrix)
-        if lists is None:
-            return out.view(grads.shape[1:])
-        return [part.view_as(g) for part, g in zip(out.split([g.numel() for g in lists[0]]), lists[0])]
-    gram = gramian(grads, backend=backend)
-    weights = method.weights(gram)
-    if isinstance(grads, Tensor):
-        matrix = grads.reshape(grads.shape[0], -1)
+    else:
+        weights = method.weights(gramian(grads, backend=backend))
+        if matrix is None:
+            assert lists is not None
+            w = weights.tolist()
+            return [sum(w_t * row[k] for w_t, row in zip(w, lists)) for k in range(len(lists[0]))]  # type: ignore[misc]
         out = torch.empty(matrix.shape[1], dtype=matrix.dtype, device=matrix.device)
         get_backend(backend, matrix.device).combine_into(out, matrix, weights)
+    if lists is None:
+        assert isinstance(grads, Tensor)
         return out.view(grads.shape[1:])
-    w = weights.tolist()
-    return [sum(w_t * row[k] for w_t, row in zip(w, grads)) for k in range(len(grads[0]))]
+    return [part.view_as(g) for part, g in zip(out.split([g.numel() for g in lists[0]]), lists[0])]

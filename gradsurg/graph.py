@@ -92,7 +92,7 @@ def trace_loss(loss: Tensor, index: Mapping[int, int]) -> LossReach:
             elif id(variable) not in outside_ids:
                 outside_ids.add(id(variable))
                 reach.outside.append(variable)
-        stack.extend(node.next_functions)  # (child, which of the child's outputs feeds us)
+        stack.extend(node.next_functions)  # type: ignore[attr-defined]  # (child, which output of it feeds us)
     return reach
 
 

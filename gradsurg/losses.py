@@ -89,7 +89,7 @@ def check_task_weights_arg(task_weights: object) -> None:
         task_weights = task_weights.tolist()
     items = task_weights.values() if isinstance(task_weights, Mapping) else task_weights
     try:
-        values = [float(a) for a in items]  # type: ignore[union-attr]
+        values = [float(a) for a in items]  # type: ignore[union-attr,attr-defined]
     except (TypeError, ValueError):
         raise TypeError(
             "task_weights: expected a sequence of numbers or a dict name -> number"

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 
 from .buffer import SharedBuffers, check_floating
+from .distributed import DATA_PARALLEL_MODES, DataParallelMode, make_reducer
+from .fsdp import Sharding, fsdp_handles
 from .kernels.dispatch import BACKENDS, get_backend
 from .losses import check_task_weights_arg
 from .methods import Method, resolve_method
@@ -20,8 +22,6 @@ from .step import path_for, plan_step
 from .step.capture import Captured
 from .step.nonfinite import NONFINITE_POLICIES, NonFinitePolicy
 from .step.plan import StepPlan, trainable_parameters
-from .distributed import DATA_PARALLEL_MODES, DataParallelMode, make_reducer
-from .fsdp import Sharding, fsdp_handles
 
 __all__ = ["GradSurgery"]
 
@@ -95,9 +95,7 @@ class GradSurgery(torch.optim.Optimizer):
         # Everything is checked before the wrapped optimizer is touched: a failed construction
         # leaves it exactly as it was.
         if not isinstance(optimizer, torch.optim.Optimizer) or isinstance(optimizer, GradSurgery):
-            raise TypeError(
-                f"optimizer: expected a torch.optim.Optimizer to wrap, got {type(optimizer).__name__}"
-            )
+            raise TypeError(f"optimizer: expected a torch.optim.Optimizer to wrap, got {type(optimizer).__name__}")
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction: expected one of {_REDUCTIONS}, got {reduction!r}")
         if nonfinite not in NONFINITE_POLICIES:
@@ -266,8 +264,7 @@ class GradSurgery(torch.optim.Optimizer):
                 raise ValueError(f"shared: parameter {i} (shape {tuple(p.shape)}) does not require grad")
             if id(p) not in candidates:
                 raise ValueError(
-                    f"shared: parameter {i} (shape {tuple(p.shape)}) is not in the wrapped "
-                    "optimizer's param_groups"
+                    f"shared: parameter {i} (shape {tuple(p.shape)}) is not in the wrapped optimizer's param_groups"
                 )
             if id(p) not in seen:
                 seen.add(id(p))
@@ -324,8 +321,13 @@ class GradSurgery(torch.optim.Optimizer):
         previous = self._pending.names if self._pending is not None else self._task_names
         params = self._parameters()
         plan = plan_step(
-            losses, self.task_weights, params, self._shared,
-            retain_graph=retain_graph, previous_names=previous, sharding=self._sharding(params),
+            losses,
+            self.task_weights,
+            params,
+            self._shared,
+            retain_graph=retain_graph,
+            previous_names=previous,
+            sharding=self._sharding(params),
         )
         self._check_tasks(plan)
         saved = copy.deepcopy(self.method.state_dict()) if self.method.stateful else None
@@ -393,7 +395,9 @@ class GradSurgery(torch.optim.Optimizer):
         shared = plan.shared
         if not shared:
             if pending is not None and pending.key is not None:
-                raise ValueError("losses: this micro-batch reaches no shared parameter, the earlier ones did; pass shared=")
+                raise ValueError(
+                    "losses: this micro-batch reaches no shared parameter, the earlier ones did; pass shared="
+                )
             return None
         key = SharedBuffers.make_key(shared, plan.num_tasks)
         if pending is not None and pending.key != key:

@@ -226,7 +226,7 @@ def test_functional_bad_input():
 
 def test_aggregate_rejects_loss_space_methods_and_runs_matrix_methods():
     matrix = torch.randn(3, 10)
-    with pytest.raises(ValueError, match=r"method: 'dwa' works on the losses"):
+    with pytest.raises(ValueError, match=r"method: 'dwa' weighs the losses, not given gradients"):
         gradsurg.aggregate(matrix, "dwa")
     # GradDrop with leak=1 keeps every component: the plain sum.
     torch.testing.assert_close(gradsurg.aggregate(matrix, gradsurg.get_method("graddrop", leak=1.0)), matrix.sum(0))

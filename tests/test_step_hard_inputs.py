@@ -36,7 +36,7 @@ def _snapshot(model, opt):
     )
 
 
-@pytest.mark.parametrize("name", LOSS_SPACE + ["db_mtl", "pcgrad", "cosreg"])
+@pytest.mark.parametrize("name", [*LOSS_SPACE, "db_mtl", "pcgrad", "cosreg"])
 def test_a_nan_loss_goes_through_the_nonfinite_policy(name, make_model):
     model, x, y = make_model(2)
     opt = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method=_method(name, model, 2), nonfinite="skip")
@@ -63,7 +63,9 @@ def test_a_skipped_nan_step_does_not_poison_the_method_state(name, make_model):
     # Run A: good, NaN (skipped), good, good. Run B: good, good, good. Same parameters after.
     def run(with_nan):
         model, x, y = make_model(2)
-        opt = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.05), method=_method(name, model, 2), nonfinite="skip")
+        opt = GradSurgery(
+            torch.optim.SGD(model.parameters(), lr=0.05), method=_method(name, model, 2), nonfinite="skip"
+        )
         schedule = [False, True, False, False] if with_nan else [False, False, False]
         for bad in schedule:
             opt.zero_grad()

@@ -29,13 +29,15 @@ from torch import Tensor
 
 from ..methods import Method
 from ..optim import GradSurgery
+from ..stats import SurgeryStats
 from .stats_log import StatsAverager
 
 try:
     from transformers import Trainer
 except ImportError as error:  # pragma: no cover - exercised without transformers installed
     raise ImportError(
-        "gradsurg.integrations.hf needs Hugging Face transformers: pip install transformers accelerate (or gradsurg[hf])"
+        "gradsurg.integrations.hf needs Hugging Face transformers: "
+        "pip install transformers accelerate (or gradsurg[hf])"
     ) from error
 
 __all__ = ["GradSurgeryTrainer"]
@@ -74,11 +76,13 @@ class GradSurgeryTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         if task_losses is not None and not callable(task_losses):
-            raise TypeError(f"task_losses: expected a function (model, inputs) -> dict, got {type(task_losses).__name__}")
+            raise TypeError(
+                f"task_losses: expected a function (model, inputs) -> dict, got {type(task_losses).__name__}"
+            )
         self.surgery = surgery
         self.surgery_kwargs = dict(surgery_kwargs or {})
         self.task_losses = task_losses
-        self.last_surgery_stats = None
+        self.last_surgery_stats: SurgeryStats | None = None
         self._surgery_logs = StatsAverager()
         super().__init__(*args, **kwargs)
 
@@ -90,6 +94,7 @@ class GradSurgeryTrainer(Trainer):
         if not isinstance(optimizer, GradSurgery):
             scaler = getattr(self.accelerator, "scaler", None)
             self.optimizer = GradSurgery(optimizer, method=self.surgery, scaler=scaler, **self.surgery_kwargs)
+        assert self.optimizer is not None
         return self.optimizer
 
     @property

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from ..optim import GradSurgery
+from ..stats import SurgeryStats
 from .stats_log import stats_scalars
 
 try:
@@ -62,14 +63,18 @@ class GradSurgeryModule(pl.LightningModule):
 
     def __init__(self, *, accumulate_grad_batches: int = 1, gradient_clip_val: float = 0.0) -> None:
         super().__init__()
-        if isinstance(accumulate_grad_batches, bool) or not isinstance(accumulate_grad_batches, int) or accumulate_grad_batches < 1:
+        if (
+            isinstance(accumulate_grad_batches, bool)
+            or not isinstance(accumulate_grad_batches, int)
+            or accumulate_grad_batches < 1
+        ):
             raise ValueError(f"accumulate_grad_batches: expected an int ≥ 1, got {accumulate_grad_batches!r}")
         if not gradient_clip_val >= 0:
             raise ValueError(f"gradient_clip_val: expected a number ≥ 0, got {gradient_clip_val!r}")
         self.automatic_optimization = False
         self.accumulate_grad_batches = accumulate_grad_batches
         self.gradient_clip_val = float(gradient_clip_val)
-        self.last_surgery_stats = None
+        self.last_surgery_stats: SurgeryStats | None = None
         self._micro = 0
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
@@ -112,6 +117,7 @@ class GradSurgeryModule(pl.LightningModule):
         if stats is not None:
             self._micro = 0
             opt = self.optimizers()
+            assert not isinstance(opt, list)  # surgery_optimizer() checked there is one
             opt.step()  # (clipping, if any, in on_before_optimizer_step: after AMP's unscale)
             opt.zero_grad()
             self.last_surgery_stats = stats

@@ -88,7 +88,7 @@ def capture_task_gradients(
     captured = Captured(micro_batches=1)
     flags: list[Tensor] = []
     for t, (name, loss) in enumerate(zip(plan.names, plan.scalars)):
-        grads = torch.autograd.grad(
+        grads: Sequence[Tensor | None] = torch.autograd.grad(
             loss,
             plan.targets(plan.reached[t]),
             grad_outputs=torch.full_like(loss, plan.alphas[t]),

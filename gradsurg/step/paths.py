@@ -7,6 +7,7 @@ kind, so the step never switches on a string. Adding a kind adds a method base c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -66,7 +67,9 @@ class _PerTaskGradientPath:
         except BaseException as error:
             if pending is not None:
                 surgery._pending = None
-                error.add_note("gradsurg: the micro-batches accumulated with sync=False were discarded")
+                note = getattr(error, "add_note", None)  # Python ≥ 3.11
+                if note is not None:
+                    note("gradsurg: the micro-batches accumulated with sync=False were discarded")
             raise
         if pending is not None:
             captured = pending.captured.merge(captured)
@@ -84,8 +87,14 @@ class _PerTaskGradientPath:
 
         def stats(weights: Tensor | None, bad: tuple[str, ...] = ()) -> SurgeryStats:
             return make_stats(
-                plan.names, host.losses, host.gram, weights, method=name, backend=backend,
-                nonfinite_tasks=bad, micro_batches=captured.micro_batches,
+                plan.names,
+                host.losses,
+                host.gram,
+                weights,
+                method=name,
+                backend=backend,
+                nonfinite_tasks=bad,
+                micro_batches=captured.micro_batches,
             )
 
         bad = nonfinite_tasks(plan.names, host.finite, "skip" if surgery.scaler_enabled else surgery.nonfinite)
@@ -119,8 +128,12 @@ class _PerTaskGradientPath:
 
 def _written(plan: StepPlan, buffers: SharedBuffers | None, specific: dict[int, Tensor]) -> list[Tensor]:
     """The gradient tensors a step wrote: each group's flat buffer and the task-specific ``.grad``."""
-    flats = [] if buffers is None else [group.flat for group in buffers.groups]
-    return flats + [plan.params[k].grad for k in sorted(specific) if plan.params[k].grad is not None]
+    written = [] if buffers is None else [group.flat for group in buffers.groups]
+    for k in sorted(specific):
+        grad = plan.params[k].grad
+        if grad is not None:
+            written.append(grad)
+    return written
 
 
 def _write_combination(buffers: SharedBuffers | None, kernels: list[Backend], weights: Tensor) -> None:
@@ -128,7 +141,11 @@ def _write_combination(buffers: SharedBuffers | None, kernels: list[Backend], we
     if buffers is None:
         return
     for group, backend in zip(buffers.groups, kernels):
-        write_shared(group, lambda beta, g=group, k=backend: k.combine_into(g.flat, g.matrix, weights, beta=beta))
+
+        def combine(beta: float, g: GradBuffer = group, k: Backend = backend) -> None:
+            k.combine_into(g.flat, g.matrix, weights, beta=beta)
+
+        write_shared(group, combine)
 
 
 class GramPath(_PerTaskGradientPath):
@@ -159,7 +176,7 @@ class MatrixPath(_PerTaskGradientPath):
             group.matrix.mul_(host.inv_scale)
             scale = scale / host.inv_scale
         write_shared(group, lambda beta: _combine_matrix(method, group, beta, scale))
-        return None
+        return
 
 
 def _combine_matrix(method: MatrixMethod, buffer: GradBuffer, beta: float, scale: float) -> None:
@@ -234,22 +251,28 @@ class LossPath:
         fresh = [p for p in method_params if id(p) not in known]
         positions = sorted(set().union(*plan.reached) | {known[id(p)] for p in method_params if id(p) in known})
         inputs = plan.targets(positions) + fresh
-        grads = torch.autograd.grad(objective, inputs, retain_graph=plan.retain_graph, allow_unused=True)
+        grads: Sequence[Tensor | None] = torch.autograd.grad(
+            objective, inputs, retain_graph=plan.retain_graph, allow_unused=True
+        )
         for k, g in zip(positions, grads):
             if g is not None:
                 check_dense("objective", k, g)
-        local = plan.localize(positions, grads[: len(positions)])
-        specific = {k: g for k, g in zip(positions, local) if g is not None}
-        fresh_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(fresh, grads[len(positions):])]
+        local_grads = plan.localize(positions, grads[: len(positions)])
+        specific = {k: g for k, g in zip(positions, local_grads) if g is not None}
+        fresh_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(fresh, grads[len(positions) :])]
         if reducer.averages_gradients:
             reducer.mean_([*specific.values(), *fresh_grads])
         flags = [torch.isfinite(g).all() for g in [*specific.values(), *fresh_grads]]
         scale = surgery._scale(plan.num_tasks)
-        everywhere_finite = reducer.agree(torch.stack(flags).all().reshape(1).cpu() if flags else torch.ones(1, dtype=torch.bool))
+        everywhere_finite = reducer.agree(
+            torch.stack(flags).all().reshape(1).cpu() if flags else torch.ones(1, dtype=torch.bool)
+        )
         if not bool(everywhere_finite.all()):
             # Name the tasks whose gradient norm is non-finite; if none is, the objective itself
             # overflowed and every task is named.
-            finite = torch.isfinite(gram.diagonal()) if gram is not None else torch.ones(plan.num_tasks, dtype=torch.bool)
+            finite = (
+                torch.isfinite(gram.diagonal()) if gram is not None else torch.ones(plan.num_tasks, dtype=torch.bool)
+            )
             if finite.all():
                 finite = torch.zeros_like(finite)
             policy = "skip" if surgery.scaler_enabled else surgery.nonfinite
@@ -262,7 +285,9 @@ class LossPath:
             surgery.optimizer.add_param_group({"params": fresh})
             for p, g in zip(fresh, fresh_grads):
                 p.grad = g * scale
-        reducer.finish([params[k].grad for k in sorted(specific)] + [p.grad for p in fresh])
+        reducer.finish(
+            [g for g in [*(params[k].grad for k in sorted(specific)), *(p.grad for p in fresh)] if g is not None]
+        )
         last = getattr(method, "last_weights", None)
         weights = None if last is None else last * scale
         return make_stats(plan.names, host.losses, gram, weights, method=name, backend="torch")
@@ -271,11 +296,15 @@ class LossPath:
     def _write_plain(plan: StepPlan, surgery: GradSurgery) -> None:
         # Overflow under a GradScaler: the gradient of Σ α_t L_t, infs included, as plain
         # PyTorch would write it, so that the scaler skips the step and backs off.
-        total = sum(loss * alpha for loss, alpha in zip(plan.scalars, plan.alphas))
+        total = torch.stack([loss * alpha for loss, alpha in zip(plan.scalars, plan.alphas)]).sum()
         positions = sorted(set().union(*plan.reached))
-        grads = torch.autograd.grad(total, plan.targets(positions), retain_graph=plan.retain_graph, allow_unused=True)
+        grads: Sequence[Tensor | None] = torch.autograd.grad(
+            total, plan.targets(positions), retain_graph=plan.retain_graph, allow_unused=True
+        )
         grads = plan.localize(positions, grads)
-        write_specific(plan.params, {k: g for k, g in zip(positions, grads) if g is not None}, surgery._scale(plan.num_tasks))
+        write_specific(
+            plan.params, {k: g for k, g in zip(positions, grads) if g is not None}, surgery._scale(plan.num_tasks)
+        )
 
 
 class DoubleBackwardPath(LossPath):

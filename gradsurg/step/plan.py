@@ -43,8 +43,10 @@ class StepPlan:
         the unsharded parameter the forward pass used."""
         if self.sharding is None:
             return [self.params[k] for k in positions]
-        return [self.sharding.target(self.params[k]) if id(self.params[k]) in self.sharding.handles
-                else self.params[k] for k in positions]
+        return [
+            self.sharding.target(self.params[k]) if id(self.params[k]) in self.sharding.handles else self.params[k]
+            for k in positions
+        ]
 
     def localize(self, positions: Sequence[int], grads: Sequence[Tensor | None]) -> list[Tensor | None]:
         """The gradients of ``targets(positions)`` as gradients of the parameters: under FSDP2,
@@ -53,7 +55,9 @@ class StepPlan:
             return list(grads)
         params = [self.params[k] for k in positions]
         sharded = [id(p) in self.sharding.handles for p in params]
-        local = self.sharding.localize([p for p, s in zip(params, sharded) if s], [g for g, s in zip(grads, sharded) if s])
+        local = self.sharding.localize(
+            [p for p, s in zip(params, sharded) if s], [g for g, s in zip(grads, sharded) if s]
+        )
         it = iter(local)
         return [next(it) if s else g for g, s in zip(grads, sharded)]
 

@@ -116,7 +116,10 @@ def worker(rank: int, world: int, port: int, out_dir: str, cases: list[dict]) ->
             assert type(opt._reduce).__name__ == expected, type(opt._reduce).__name__
             try:
                 results[case["id"]] = run_case(
-                    ddp, opt, rank, world,
+                    ddp,
+                    opt,
+                    rank,
+                    world,
                     micro_batches=case.get("micro_batches", 1),
                     nan_rank=case.get("nan_rank"),
                     nonfinite_step=case.get("nonfinite_step"),

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import socket
 
+import _ddp_worker as w
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import _ddp_worker as w
 from gradsurg import GradSurgery
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
+pytestmark = pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo"
+)
 
 WORLD = 2
 CASES = [
@@ -66,8 +68,11 @@ def ranks(tmp_path_factory):
 def _reference(case):
     """The single-process run on the concatenated batch (the same losses, the global batch)."""
     model = w.make_model()
-    opt = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method=w.make_method(case["method"]),
-                      nonfinite=case.get("nonfinite", "raise"))
+    opt = GradSurgery(
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        method=w.make_method(case["method"]),
+        nonfinite=case.get("nonfinite", "raise"),
+    )
     return w.run_case(model, opt, 0, 1, micro_batches=case.get("micro_batches", 1))
 
 
@@ -102,7 +107,9 @@ def test_ddp_equals_the_single_process_global_batch(ranks, case_id):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"step {step + 1}")
 
 
-@pytest.mark.parametrize(("case_id", "outcome"), [("nan-raise", "raised"), ("nan-skip", "skipped"), ("fsdp-nan", "skipped")])
+@pytest.mark.parametrize(
+    ("case_id", "outcome"), [("nan-raise", "raised"), ("nan-skip", "skipped"), ("fsdp-nan", "skipped")]
+)
 def test_a_nan_on_one_rank_is_one_decision_on_every_rank(ranks, case_id, outcome):
     per_rank = _result(ranks, case_id)
     _assert_bitwise_equal_across_ranks(per_rank)

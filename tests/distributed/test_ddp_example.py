@@ -21,8 +21,19 @@ def test_torchrun_example_matches_one_process():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-           str(EXAMPLE), "--steps", "3", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+        str(EXAMPLE),
+        "--steps",
+        "3",
+        *extra,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     match = re.search(r"2 process\(es\), exact: max \|parameter difference\| vs one process = (\S+)", done.stdout)

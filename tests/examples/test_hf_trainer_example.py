@@ -8,14 +8,30 @@ import pytest
 from _helpers import DATA_DIR, EXAMPLES
 
 pytest.importorskip("transformers", reason="transformers is not installed")
-pytestmark = pytest.mark.skipif(not (DATA_DIR / "glue" / "sst2").exists(), reason="the shared data folder ../shared/data is missing")
+pytestmark = pytest.mark.skipif(
+    not (DATA_DIR / "glue" / "sst2").exists(), reason="the shared data folder ../shared/data is missing"
+)
 
 
 def test_two_glue_tasks_train_and_report_accuracy(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("hf_trainer_example", EXAMPLES / "hf_trainer.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    scores = module.main(["--steps", "2", "--max-train", "32", "--max-eval", "16", "--batch-size", "4",
-                          "--data-dir", str(DATA_DIR), "--output-dir", str(tmp_path / "run")])
+    scores = module.main(
+        [
+            "--steps",
+            "2",
+            "--max-train",
+            "32",
+            "--max-eval",
+            "16",
+            "--batch-size",
+            "4",
+            "--data-dir",
+            str(DATA_DIR),
+            "--output-dir",
+            str(tmp_path / "run"),
+        ]
+    )
     assert set(scores) == {"sst2", "mrpc"} and all(0.0 <= s <= 1.0 for s in scores.values())
     assert "cosine {'sst2__mrpc'" in capsys.readouterr().out

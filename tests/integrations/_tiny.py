@@ -19,7 +19,9 @@ class TwoHeadModel(torch.nn.Module):
     def forward(self, x, y):
         h = self.trunk(x)
         return {
-            "losses": {t: ((head(h).squeeze(-1) - y[:, i]) ** 2).mean() for i, (t, head) in enumerate(self.heads.items())}
+            "losses": {
+                t: ((head(h).squeeze(-1) - y[:, i]) ** 2).mean() for i, (t, head) in enumerate(self.heads.items())
+            }
         }
 
 

@@ -8,17 +8,27 @@ import torch
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
 pytest.importorskip("accelerate", reason="accelerate is not installed")
 
-from _tiny import TASKS, Rows, TwoHeadModel, big_batch_update  # noqa: E402
+from _tiny import TASKS, Rows, TwoHeadModel, big_batch_update
 
-from gradsurg.integrations.hf import GradSurgeryTrainer  # noqa: E402
+from gradsurg.integrations.hf import GradSurgeryTrainer
 
 
 def _args(tmp_path, **kw):
-    base = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, learning_rate=0.1, optim="sgd",
-        lr_scheduler_type="constant", max_grad_norm=0.0, logging_steps=1, save_strategy="no", report_to=[],
-        use_cpu=True, remove_unused_columns=False, seed=0, disable_tqdm=True,
-    )
+    base = {
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 4,
+        "learning_rate": 0.1,
+        "optim": "sgd",
+        "lr_scheduler_type": "constant",
+        "max_grad_norm": 0.0,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
+        "use_cpu": True,
+        "remove_unused_columns": False,
+        "seed": 0,
+        "disable_tqdm": True,
+    }
     base.update(kw)
     return transformers.TrainingArguments(**base)
 
@@ -27,7 +37,9 @@ def test_accumulation_equals_the_big_batch_surgery(tmp_path):
     rows = Rows(8)
     model = TwoHeadModel()
     trainer = GradSurgeryTrainer(
-        model=model, args=_args(tmp_path, gradient_accumulation_steps=2, max_steps=1), train_dataset=rows,
+        model=model,
+        args=_args(tmp_path, gradient_accumulation_steps=2, max_steps=1),
+        train_dataset=rows,
         surgery="mgda",
     )
     trainer.train()
@@ -56,9 +68,17 @@ def test_checkpoint_resume_continues_bit_identically(tmp_path):
         model = TwoHeadModel()
         trainer = GradSurgeryTrainer(
             model=model,
-            args=_args(tmp_path, output_dir=str(out), max_steps=max_steps, save_strategy="steps", save_steps=2,
-                       optim="adamw_torch", learning_rate=1e-2),
-            train_dataset=Rows(16), surgery="gradvac",  # gradvac: EMA targets and a generator in its state
+            args=_args(
+                tmp_path,
+                output_dir=str(out),
+                max_steps=max_steps,
+                save_strategy="steps",
+                save_steps=2,
+                optim="adamw_torch",
+                learning_rate=1e-2,
+            ),
+            train_dataset=Rows(16),
+            surgery="gradvac",  # gradvac: EMA targets and a generator in its state
         )
         trainer.train(resume_from_checkpoint=resume)
         return [p.detach().clone() for p in model.parameters()]
@@ -87,10 +107,14 @@ def test_task_losses_function_and_clear_errors(tmp_path):
 
     def task_losses(model, inputs):
         h = model.trunk(inputs["x"])
-        return {t: ((head(h).squeeze(-1) - inputs["y"][:, i]) ** 2).mean() for i, (t, head) in enumerate(model.heads.items())}
+        return {
+            t: ((head(h).squeeze(-1) - inputs["y"][:, i]) ** 2).mean()
+            for i, (t, head) in enumerate(model.heads.items())
+        }
 
-    trainer = GradSurgeryTrainer(model=Plain(), args=_args(tmp_path, max_steps=1), train_dataset=Rows(8),
-                                 task_losses=task_losses)
+    trainer = GradSurgeryTrainer(
+        model=Plain(), args=_args(tmp_path, max_steps=1), train_dataset=Rows(8), task_losses=task_losses
+    )
     trainer.train()
     assert trainer.last_surgery_stats.task_names == TASKS
     bare = GradSurgeryTrainer(model=Plain(), args=_args(tmp_path, max_steps=1), train_dataset=Rows(8))

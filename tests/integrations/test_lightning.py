@@ -7,10 +7,10 @@ import torch
 
 pl = pytest.importorskip("lightning.pytorch", reason="lightning is not installed")
 
-from _tiny import TASKS, Rows, TwoHeadModel, big_batch_update  # noqa: E402
+from _tiny import TASKS, Rows, TwoHeadModel, big_batch_update
 
-from gradsurg import GradSurgery  # noqa: E402
-from gradsurg.integrations.lightning import GradSurgeryModule  # noqa: E402
+from gradsurg import GradSurgery
+from gradsurg.integrations.lightning import GradSurgeryModule
 
 
 class MultiTask(GradSurgeryModule):
@@ -28,8 +28,14 @@ class MultiTask(GradSurgeryModule):
 
 def _fit(module, rows, max_steps, **kwargs):
     trainer = pl.Trainer(
-        max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1, **kwargs,
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        **kwargs,
     )
     loader = torch.utils.data.DataLoader(rows, batch_size=4, shuffle=False)
     trainer.fit(module, loader)
@@ -64,5 +70,5 @@ def test_module_arguments_are_checked_and_the_optimizer_must_be_a_gradsurgery():
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    with pytest.raises(TypeError, match="configure_optimizers: expected a gradsurg.GradSurgery"):
+    with pytest.raises(TypeError, match=r"configure_optimizers: expected a gradsurg\.GradSurgery"):
         _fit(Plain(), Rows(8), max_steps=1)

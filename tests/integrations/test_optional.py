@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-
 PROBE = """
 import sys
 import gradsurg, gradsurg.integrations, gradsurg.integrations.stats_log

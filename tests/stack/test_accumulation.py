@@ -7,11 +7,10 @@ import copy
 
 import pytest
 import torch
+from _stack_methods import build, per_task_gradient_methods
 
 import gradsurg
 from gradsurg import GradSurgery
-
-from _stack_methods import build, per_task_gradient_methods
 
 METHODS = per_task_gradient_methods()
 
@@ -85,7 +84,9 @@ def test_a_micro_batch_with_other_tasks_is_refused(make_model):
     losses = model.losses(x, y)
     opt.backward({"a": losses[0], "b": losses[1]}, sync=False)
     losses = model.losses(x, y)
-    with pytest.raises(ValueError, match=r"losses: the micro-batches accumulated with sync=False have tasks \['a', 'b'\]"):
+    with pytest.raises(
+        ValueError, match=r"losses: the micro-batches accumulated with sync=False have tasks \['a', 'b'\]"
+    ):
         opt.backward({"a": losses[0], "c": losses[2]})
 
 
@@ -93,7 +94,7 @@ def test_a_micro_batch_with_other_tasks_is_refused(make_model):
 def test_sync_false_is_refused_for_methods_that_weigh_losses(name, make_model):
     model, x, y = make_model(2)
     opt = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method=build(name, model, 2))
-    with pytest.raises(ValueError, match="sync: .* cannot be accumulated"):
+    with pytest.raises(ValueError, match=r"sync: .* cannot be accumulated"):
         opt.backward(model.losses(x, y), sync=False)
     assert all(p.grad is None for p in model.parameters())
 

@@ -7,11 +7,10 @@ import copy
 
 import pytest
 import torch
+from _stack_methods import build
 
 import gradsurg
 from gradsurg import GradSurgery
-
-from _stack_methods import build
 
 ALL = gradsurg.available_methods()
 
@@ -108,5 +107,5 @@ def test_bf16_autocast_runs_and_is_close_to_fp32(make_model):
 
 def test_scaler_argument_is_checked(make_model):
     model, _, _ = make_model(2)
-    with pytest.raises(TypeError, match="scaler: expected a torch.amp.GradScaler, got float"):
+    with pytest.raises(TypeError, match=r"scaler: expected a torch\.amp\.GradScaler, got float"):
         GradSurgery(torch.optim.SGD(model.parameters(), lr=0.05), scaler=1.0)

@@ -78,7 +78,9 @@ def test_a_compiled_trunk_is_seen_through(backend):
     opt = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method="pcgrad")
     opt.backward(list(model(x, y)))
     _assert_grads(model, expected)
-    assert {id(p) for p in opt.shared_parameters} == {id(p) for p in [*model.embed.parameters(), *model.trunk.parameters()]}
+    assert {id(p) for p in opt.shared_parameters} == {
+        id(p) for p in [*model.embed.parameters(), *model.trunk.parameters()]
+    }
 
 
 def test_reentrant_checkpoint_is_refused_with_the_fix():

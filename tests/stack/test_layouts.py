@@ -54,7 +54,9 @@ def test_matrix_methods_need_one_layout():
     model = MixedTrunk()
     x, y = _data()
     opt = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method="graddrop")
-    with pytest.raises(ValueError, match=r"shared: graddrop works on J itself and needs the shared parameters on one device"):
+    with pytest.raises(
+        ValueError, match=r"shared: graddrop works on J itself and needs the shared parameters on one device"
+    ):
         opt.backward(model.losses(x, y))
     assert all(p.grad is None for p in model.parameters())
 

@@ -6,11 +6,10 @@ import copy
 
 import pytest
 import torch
+from _stack_methods import build
 
 import gradsurg
 from gradsurg import GradSurgery
-
-from _stack_methods import build
 
 # Every method, with the options that make it keep per-task state where it has them.
 STATEFUL = gradsurg.available_methods()
@@ -24,9 +23,7 @@ def _method(name, model):
 def test_dict_order_does_not_move_state_between_tasks(name, make_model):
     model, x, y = make_model(3)
     twin = copy.deepcopy(model)
-    opts = [
-        GradSurgery(torch.optim.SGD(m.parameters(), lr=0.05), method=_method(name, m)) for m in (model, twin)
-    ]
+    opts = [GradSurgery(torch.optim.SGD(m.parameters(), lr=0.05), method=_method(name, m)) for m in (model, twin)]
     orders = [("a", "b", "c"), ("c", "a", "b"), ("b", "c", "a"), ("a", "c", "b")]
     for order in orders:
         for m, opt, keys in ((model, opts[0], ("a", "b", "c")), (twin, opts[1], order)):
@@ -45,7 +42,9 @@ def test_a_changed_task_set_is_an_error_for_task_shaped_state(make_model):
     losses = model.losses(x, y)
     opt.backward({"a": losses[0], "b": losses[1], "c": losses[2]})
     losses = model.losses(x, y)
-    with pytest.raises(ValueError, match=r"losses: DWA is stateful and its state belongs to the tasks \['a', 'b', 'c'\]"):
+    with pytest.raises(
+        ValueError, match=r"losses: DWA is stateful and its state belongs to the tasks \['a', 'b', 'c'\]"
+    ):
         opt.backward({"a": losses[0], "b": losses[1], "d": losses[2]})
     # A stateless method takes any tasks.
     free = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.05), method="mgda")
