@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,11 +17,12 @@ from .distributed import DATA_PARALLEL_MODES, DataParallelMode, make_reducer
 from .fsdp import Sharding, fsdp_handles
 from .kernels.dispatch import BACKENDS, get_backend
 from .losses import check_task_weights_arg
-from .methods import Method, resolve_method
+from .methods import GramMethod, Method, resolve_method
 from .stats import SurgeryStats
-from .step import path_for, plan_step
+from .step import StepPath, path_for, plan_step
 from .step.capture import Captured
 from .step.nonfinite import NONFINITE_POLICIES, NonFinitePolicy
+from .step.paths import CachedWeightsPath
 from .step.plan import StepPlan, trainable_parameters
 
 __all__ = ["GradSurgery"]
@@ -91,6 +93,7 @@ class GradSurgery(torch.optim.Optimizer):
         scaler: torch.amp.GradScaler | None = None,
         data_parallel: DataParallelMode = "exact",
         process_group: Any = None,
+        refresh_every: int = 1,
     ) -> None:
         # Everything is checked before the wrapped optimizer is touched: a failed construction
         # leaves it exactly as it was.
@@ -112,8 +115,16 @@ class GradSurgery(torch.optim.Optimizer):
         reducer = make_reducer(data_parallel, process_group, sharded=sharded)
         if scaler is not None and not all(hasattr(scaler, a) for a in ("scale", "get_scale", "is_enabled", "unscale_")):
             raise TypeError(f"scaler: expected a torch.amp.GradScaler, got {type(scaler).__name__}")
+        if isinstance(refresh_every, bool) or not isinstance(refresh_every, int) or refresh_every < 1:
+            raise ValueError(f"refresh_every: expected an int ≥ 1, got {refresh_every!r}")
         self.optimizer = optimizer
         self.method = resolve_method(method)
+        if refresh_every > 1 and not isinstance(self.method, GramMethod):
+            raise ValueError(
+                f"refresh_every: {self.method.name} has no task weights to reuse between refreshes "
+                "(only Gram methods do: matrix methods combine J itself, loss-space methods already "
+                "take one backward)"
+            )
         self._path = path_for(self.method)
         self._shared = None if shared is None else self._check_shared(shared)
         self.reduction = reduction
@@ -123,6 +134,11 @@ class GradSurgery(torch.optim.Optimizer):
         self.scaler = scaler
         self._buffers: SharedBuffers | None = None
         self._pending: _Pending | None = None
+        self.refresh_every = refresh_every
+        self._since_refresh = 0  # synced steps since the last refresh
+        self._cached: tuple[tuple[str, ...], Tensor] | None = None  # (task names, raw weights)
+        # (summed losses, micro-batches) of a cached-weights step being accumulated
+        self._cached_micro: tuple[Tensor, int] | None = None
         self._task_names: tuple[str, ...] | None = None
         self.data_parallel = data_parallel
         self.process_group = process_group
@@ -154,6 +170,7 @@ class GradSurgery(torch.optim.Optimizer):
         state = self.__dict__.copy()
         state["_buffers"] = None
         state["_pending"] = None
+        state["_cached_micro"] = None
         state["_reduce"] = None
         state["process_group"] = None
         return state
@@ -199,6 +216,7 @@ class GradSurgery(torch.optim.Optimizer):
         """Reset the gradients of the wrapped optimizer's parameters (and discard micro-batches
         accumulated with ``backward(..., sync=False)`` and not yet synced)."""
         self._pending = None
+        self._cached_micro = None
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     @torch.no_grad()
@@ -230,6 +248,7 @@ class GradSurgery(torch.optim.Optimizer):
             "method": self.method.state_dict(),
             "skip_next_step": self._skip_next_step,
             "task_names": self._task_names,
+            "refresh": {"since": self._since_refresh, "cached": self._cached},
         }
         return state
 
@@ -242,6 +261,10 @@ class GradSurgery(torch.optim.Optimizer):
             self._skip_next_step = bool(ours.get("skip_next_step", False))
             names = ours.get("task_names")
             self._task_names = None if names is None else tuple(names)
+            refresh = ours.get("refresh") or {}
+            self._since_refresh = int(refresh.get("since", 0))
+            cached = refresh.get("cached")
+            self._cached = None if cached is None else (tuple(cached[0]), cached[1])
         self.optimizer.load_state_dict(state_dict)
 
     def __repr__(self) -> str:
@@ -331,8 +354,9 @@ class GradSurgery(torch.optim.Optimizer):
         )
         self._check_tasks(plan)
         saved = copy.deepcopy(self.method.state_dict()) if self.method.stateful else None
+        path = self._path_for_step(plan)
         try:
-            stats = self._path.run(plan, self, sync=sync)
+            stats = path.run(plan, self, sync=sync)
         except BaseException:
             # Whatever failed, the method's state is as it was (a stateful objective may have
             # advanced it before the failure).
@@ -340,15 +364,50 @@ class GradSurgery(torch.optim.Optimizer):
                 self.method.load_state_dict(saved)
             raise
         if stats is None:
+            if path is not self._path:
+                # A micro-batch of a cached-weights step: its gradients are written; keep its
+                # losses for the stats of the whole step.
+                losses = torch.stack([v.detach().to(torch.float64) for v in plan.scalars])
+                total, count = self._cached_micro or (0.0, 0)
+                self._cached_micro = (losses + total, count + 1)
             return None
+        if self._cached_micro and path is not self._path:
+            total, count = self._cached_micro
+            stats = dataclasses.replace(
+                stats, losses=stats.losses + total.cpu() * (self._inv_scale() or 1.0), micro_batches=count + 1
+            )
+        self._cached_micro = None
         if stats.skipped:
             if saved is not None:
                 self.method.load_state_dict(saved)
         else:
             self._task_names = tuple(plan.names)
+            stats = self._count_refresh(plan, stats, refreshed=path is self._path)
         # Under a GradScaler the scaler skips overflowing steps itself (it sees the infs).
         self._skip_next_step = stats.skipped and not self.scaler_enabled
         return stats
+
+    def _path_for_step(self, plan: StepPlan) -> StepPath:
+        """The method's own path at refresh steps, the cached weights' path in between."""
+        if self.refresh_every == 1 or self._pending is not None:
+            return self._path
+        cached = self._cached
+        usable = cached is not None and cached[0] == tuple(plan.names)
+        if usable and (self._cached_micro or self._since_refresh % self.refresh_every != 0):
+            assert cached is not None
+            return CachedWeightsPath(cached[1])
+        return self._path
+
+    def _count_refresh(self, plan: StepPlan, stats: SurgeryStats, *, refreshed: bool) -> SurgeryStats:
+        """After an applied step: cache the weights of a refresh, count the steps since it."""
+        if self.refresh_every == 1:
+            return stats
+        if refreshed:
+            self._cached = (tuple(plan.names), stats.weights / self._scale(plan.num_tasks))
+            self._since_refresh = 1
+        else:
+            self._since_refresh += 1
+        return dataclasses.replace(stats, refreshed=refreshed)
 
     def _check_tasks(self, plan: StepPlan) -> None:
         """Refuse a step whose tasks differ from those the method's state or the pending

@@ -46,6 +46,9 @@ class SurgeryStats:
         nonfinite_tasks: names of the tasks whose gradients had NaN or inf.
         micro_batches: how many ``backward`` calls the step accumulated (``sync=False`` calls
             plus the syncing one); ``losses`` are summed over them.
+        refreshed: with ``refresh_every=k``, whether this step computed the per-task gradients,
+            the Gram matrix and fresh weights (True), or reused the last refresh's weights in
+            one backward (False: ``gram`` is None). Always True otherwise.
     """
 
     task_names: tuple[str, ...]
@@ -57,6 +60,7 @@ class SurgeryStats:
     skipped: bool = False
     nonfinite_tasks: tuple[str, ...] = ()
     micro_batches: int = 1
+    refreshed: bool = True
 
     @property
     def norms(self) -> Tensor | None:

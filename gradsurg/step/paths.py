@@ -202,9 +202,23 @@ class LossPath:
         assert isinstance(method, LossWeighting)
         return method.objective(scaled), None
 
+    #: Whether micro-batches can be accumulated (the objective is linear in the losses).
+    accumulates = False
+    #: Whether :meth:`adjust` differentiates the graph again (it is then kept for it).
+    keeps_graph = False
+
+    def method_of(self, surgery: GradSurgery) -> Method:
+        """The method whose objective this path differentiates."""
+        return surgery.method
+
+    def adjust(self, plan: StepPlan, specific: dict[int, Tensor]) -> dict[int, Tensor]:
+        """A last look at the gradients before they are written (none by default)."""
+        return specific
+
     def run(self, plan: StepPlan, surgery: GradSurgery, *, sync: bool = True) -> SurgeryStats | None:
-        method, name = surgery.method, surgery.method.name
-        if not sync:
+        method = self.method_of(surgery)
+        name = surgery.method.name
+        if not sync and not self.accumulates:
             raise ValueError(
                 f"sync: {name} weighs the losses of the whole batch before any gradient exists, "
                 "so micro-batches cannot be accumulated with sync=False; sum the micro-batch "
@@ -252,7 +266,7 @@ class LossPath:
         positions = sorted(set().union(*plan.reached) | {known[id(p)] for p in method_params if id(p) in known})
         inputs = plan.targets(positions) + fresh
         grads: Sequence[Tensor | None] = torch.autograd.grad(
-            objective, inputs, retain_graph=plan.retain_graph, allow_unused=True
+            objective, inputs, retain_graph=plan.retain_graph or self.keeps_graph, allow_unused=True
         )
         for k, g in zip(positions, grads):
             if g is not None:
@@ -260,6 +274,7 @@ class LossPath:
         local_grads = plan.localize(positions, grads[: len(positions)])
         specific = {k: g for k, g in zip(positions, local_grads) if g is not None}
         fresh_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(fresh, grads[len(positions) :])]
+        specific = self.adjust(plan, specific)
         if reducer.averages_gradients:
             reducer.mean_([*specific.values(), *fresh_grads])
         flags = [torch.isfinite(g).all() for g in [*specific.values(), *fresh_grads]]
@@ -288,6 +303,8 @@ class LossPath:
         reducer.finish(
             [g for g in [*(params[k].grad for k in sorted(specific)), *(p.grad for p in fresh)] if g is not None]
         )
+        if not sync:
+            return None  # a micro-batch of a linear objective: its gradients are in .grad already
         last = getattr(method, "last_weights", None)
         weights = None if last is None else last * scale
         return make_stats(plan.names, host.losses, gram, weights, method=name, backend="torch")
@@ -305,6 +322,64 @@ class LossPath:
         write_specific(
             plan.params, {k: g for k, g in zip(positions, grads) if g is not None}, surgery._scale(plan.num_tasks)
         )
+
+
+class _FixedWeights(LossWeighting):
+    """Weights cached at the last refresh step, as a loss weighting (``Σ_t w_t L_t``)."""
+
+    name = ""
+
+    def __init__(self, weights: Tensor) -> None:
+        super().__init__()
+        self.cached = weights
+
+    def loss_weights(self, losses: Tensor) -> Tensor:
+        return self.cached.to(losses)
+
+
+class CachedWeightsPath(LossPath):
+    """A step between refreshes (``GradSurgery(refresh_every=k)``): one backward of
+    ``Σ_t w_t α_t L_t`` with the weights of the last refresh step, instead of T backward passes.
+
+    The shared parameters get ``Σ_t w_t ∇(α_t L_t)``; a task-specific parameter, reached by one
+    task t only, gets ``w_t ∇(α_t L_t)`` from that backward, which is divided by ``w_t`` so that
+    it keeps its ordinary gradient ``∇(α_t L_t)``, as at refresh steps (a second, small backward
+    serves tasks whose cached weight is 0). Linear in the losses, so micro-batches accumulate.
+    """
+
+    accumulates = True
+
+    def __init__(self, weights: Tensor) -> None:
+        self._method = _FixedWeights(weights)
+        self.keeps_graph = bool((weights == 0).any())
+
+    def method_of(self, surgery: GradSurgery) -> Method:
+        return self._method
+
+    def adjust(self, plan: StepPlan, specific: dict[int, Tensor]) -> dict[int, Tensor]:
+        weights = self._method.cached.tolist()
+        shared = set(plan.shared_idx)
+        owner: dict[int, list[int]] = {}
+        for t, reached in enumerate(plan.reached):
+            for k in reached:
+                owner.setdefault(k, []).append(t)
+        zero_tasks: dict[int, list[int]] = {}
+        out = dict(specific)
+        for k, tasks in owner.items():
+            if k in shared or len(tasks) != 1:
+                continue
+            w = weights[tasks[0]]
+            if w != 0.0 and k in out:
+                out[k] = out[k] / w
+            elif w == 0.0:
+                zero_tasks.setdefault(tasks[0], []).append(k)
+        for t, positions in zero_tasks.items():
+            scaled = plan.scalars[t] * plan.alphas[t]
+            grads = torch.autograd.grad(scaled, plan.targets(positions), retain_graph=True, allow_unused=True)
+            for k, g in zip(positions, plan.localize(positions, grads)):
+                if g is not None:
+                    out[k] = g
+        return out
 
 
 class DoubleBackwardPath(LossPath):
