@@ -22,7 +22,7 @@ from .stats import SurgeryStats
 from .step import StepPath, path_for, plan_step
 from .step.capture import Captured
 from .step.nonfinite import NONFINITE_POLICIES, NonFinitePolicy
-from .step.paths import CachedWeightsPath
+from .step.paths import CachedWeightsPath, RepresentationPath
 from .step.plan import StepPlan, trainable_parameters
 
 __all__ = ["GradSurgery"]
@@ -313,6 +313,7 @@ class GradSurgery(torch.optim.Optimizer):
         *,
         sync: bool = True,
         retain_graph: bool = False,
+        features: Tensor | None = None,
     ) -> SurgeryStats | None:
         """Compute the conflict-aware gradient of the task losses into ``.grad``.
 
@@ -327,6 +328,11 @@ class GradSurgery(torch.optim.Optimizer):
                 before that call. (Plain repeated ``backward`` calls instead add up one surgery
                 per call, which is not the surgery of the big batch.)
             retain_graph: keep the autograd graph after the last backward pass.
+            features: the shared representation h (the output of the last shared layer) for
+                representation-level surgery: per-task gradients with respect to h through the
+                heads only, the method on their Gram matrix, one backward of the combination
+                through the trunk (see :class:`gradsurg.step.paths.RepresentationPath` for when
+                it equals parameter-level surgery and when it approximates it).
 
         Returns:
             A :class:`SurgeryStats` with the Gram matrix, cosines, norms, weights and decisions
@@ -354,7 +360,7 @@ class GradSurgery(torch.optim.Optimizer):
         )
         self._check_tasks(plan)
         saved = copy.deepcopy(self.method.state_dict()) if self.method.stateful else None
-        path = self._path_for_step(plan)
+        path = RepresentationPath(features) if features is not None else self._path_for_step(plan)
         try:
             stats = path.run(plan, self, sync=sync)
         except BaseException:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import Tensor
 
+from ..graph import trace_loss
 from ..methods.base import DoubleBackwardMethod, GramMethod, LossWeighting, MatrixMethod, Method
 from ..stats import SurgeryStats, make_stats
 from .capture import capture_task_gradients, check_dense
@@ -322,6 +323,83 @@ class LossPath:
         write_specific(
             plan.params, {k: g for k, g in zip(positions, grads) if g is not None}, surgery._scale(plan.num_tasks)
         )
+
+
+class RepresentationPath:
+    """Representation-level surgery (``backward(losses, features=h)``; MGDA-UB of Sener & Koltun
+    2018, LibMTL's ``rep_grad``): the per-task gradients are taken with respect to the shared
+    representation h, through the task heads only; the method weighs their Gram matrix; one
+    backward of ``Σ_t w_t ∂(α_t L_t)/∂h`` goes through the trunk.
+
+    It equals parameter-level surgery when the weights do not depend on G (``sum``, ``mean``),
+    and for any Gram method when the trunk's Jacobian ∂h/∂θ has orthonormal rows (then
+    ``J_θ J_θᵀ = I`` and both Gram matrices coincide) — h the shared parameter itself, or a linear
+    layer on one unit-norm input. Otherwise it is MGDA-UB's approximation: the Gram matrix of
+    the representation gradients stands in for that of the parameter gradients (T backward
+    passes through the heads, one through the trunk, instead of T through everything).
+    """
+
+    def __init__(self, features: Tensor) -> None:
+        if not isinstance(features, Tensor) or not features.requires_grad:
+            raise ValueError("features: expected the shared representation h, a tensor that requires grad")
+        self.features = features
+
+    def run(self, plan: StepPlan, surgery: GradSurgery, *, sync: bool = True) -> SurgeryStats | None:
+        method, name = surgery.method, surgery.method.name
+        if not isinstance(method, GramMethod):
+            raise ValueError(
+                f"features: {name} is not a Gram method; representation-level surgery weighs a Gram matrix"
+            )
+        if not sync:
+            raise ValueError("sync: representation-level surgery (features=) does not accumulate micro-batches")
+        if surgery._reduce.world_size > 1 or plan.sharding is not None:
+            raise ValueError("features: representation-level surgery runs in one process (no DDP/FSDP2 yet)")
+        h = self.features
+        index = {id(p): k for k, p in enumerate(plan.params)}
+        upstream = sorted(trace_loss(h, index).positions)
+        after = [k for k in plan.shared_idx if k not in set(upstream)]
+        if after:
+            raise ValueError(
+                f"features: {len(after)} shared parameter(s) are used after the features (by several "
+                "tasks), where a representation-level update cannot reach them; pass the output of "
+                "the last shared layer as features"
+            )
+        up = set(upstream)
+        rows, specific, flags = [], {}, []
+        for t, loss in enumerate(plan.scalars):
+            own = [k for k in plan.reached[t] if k not in up]
+            grads = torch.autograd.grad(
+                loss * plan.alphas[t], [h, *plan.targets(own)], retain_graph=True, allow_unused=True
+            )
+            rep = torch.zeros_like(h) if grads[0] is None else grads[0]
+            rows.append(rep.reshape(-1))
+            for k, g in zip(own, grads[1:]):
+                if g is not None:
+                    check_dense(plan.names[t], k, g)
+                    flags.append(torch.isfinite(g).all())
+                    specific[k] = g if k not in specific else specific[k] + g
+        matrix = torch.stack(rows)
+        kernels = surgery._kernels_for(matrix.device)
+        losses = torch.stack([v.detach().to(torch.float64) for v in plan.scalars])
+        host = to_host(losses, [kernels.gram(matrix)], None, surgery._inv_scale())
+        if flags and not bool(torch.stack(flags).all()):
+            host = replace(host, finite=torch.zeros_like(host.finite))
+        bad = nonfinite_tasks(plan.names, host.finite, surgery.nonfinite)
+        backend = _backend_name(kernels)
+        if bad:
+            return make_stats(
+                plan.names, host.losses, host.gram, None, method=name, backend=backend, nonfinite_tasks=bad
+            )
+        assert host.gram is not None
+        scale = surgery._scale(plan.num_tasks)
+        weights = method.weights(host.gram, losses=host.losses) * scale
+        combined = (weights.to(matrix) @ matrix).view_as(h)
+        trunk = torch.autograd.grad(
+            h, plan.targets(upstream), grad_outputs=combined, retain_graph=plan.retain_graph, allow_unused=True
+        )
+        write_specific(plan.params, {k: g for k, g in zip(upstream, trunk) if g is not None}, 1.0)
+        write_specific(plan.params, specific, scale)
+        return make_stats(plan.names, host.losses, host.gram, weights, method=name, backend=backend)
 
 
 class _FixedWeights(LossWeighting):
