@@ -22,7 +22,7 @@ from .stats import SurgeryStats
 from .step import StepPath, path_for, plan_step
 from .step.capture import Captured
 from .step.nonfinite import NONFINITE_POLICIES, NonFinitePolicy
-from .step.paths import CachedWeightsPath, RepresentationPath
+from .step.paths import CachedWeightsPath, GroupedGramPath, RepresentationPath
 from .step.plan import StepPlan, trainable_parameters
 
 __all__ = ["GradSurgery"]
@@ -94,6 +94,7 @@ class GradSurgery(torch.optim.Optimizer):
         data_parallel: DataParallelMode = "exact",
         process_group: Any = None,
         refresh_every: int = 1,
+        groups: Literal["parameter"] | Sequence[Iterable[Tensor]] | None = None,
     ) -> None:
         # Everything is checked before the wrapped optimizer is touched: a failed construction
         # leaves it exactly as it was.
@@ -126,6 +127,13 @@ class GradSurgery(torch.optim.Optimizer):
                 "take one backward)"
             )
         self._path = path_for(self.method)
+        self.groups = self._check_groups(groups, refresh_every)
+        self._group_methods: list[GramMethod] = []
+        if self.groups is not None:
+            assert isinstance(self.method, GramMethod)
+            self._group_methods = [self.method]
+            layout = None if self.groups == "parameter" else self.groups
+            self._path = GroupedGramPath(layout, self._group_methods, reducer)
         self._shared = None if shared is None else self._check_shared(shared)
         self.reduction = reduction
         self.backend = backend
@@ -246,6 +254,7 @@ class GradSurgery(torch.optim.Optimizer):
         state = self.optimizer.state_dict()
         state["gradsurg"] = {
             "method": self.method.state_dict(),
+            "group_methods": [m.state_dict() for m in self._group_methods[1:]],
             "skip_next_step": self._skip_next_step,
             "task_names": self._task_names,
             "refresh": {"since": self._since_refresh, "cached": self._cached},
@@ -258,6 +267,12 @@ class GradSurgery(torch.optim.Optimizer):
         ours = state_dict.pop("gradsurg", None)
         if ours is not None:
             self.method.load_state_dict(ours["method"])
+            extra = ours.get("group_methods") or []
+            del self._group_methods[1:]
+            for group_state in extra:
+                group_method = copy.deepcopy(self.method)
+                group_method.load_state_dict(group_state)
+                self._group_methods.append(group_method)
             self._skip_next_step = bool(ours.get("skip_next_step", False))
             names = ours.get("task_names")
             self._task_names = None if names is None else tuple(names)
@@ -359,15 +374,14 @@ class GradSurgery(torch.optim.Optimizer):
             sharding=self._sharding(params),
         )
         self._check_tasks(plan)
-        saved = copy.deepcopy(self.method.state_dict()) if self.method.stateful else None
+        saved = self._save_method_state()
         path = RepresentationPath(features) if features is not None else self._path_for_step(plan)
         try:
             stats = path.run(plan, self, sync=sync)
         except BaseException:
             # Whatever failed, the method's state is as it was (a stateful objective may have
             # advanced it before the failure).
-            if saved is not None:
-                self.method.load_state_dict(saved)
+            self._restore_method_state(saved)
             raise
         if stats is None:
             if path is not self._path:
@@ -384,14 +398,55 @@ class GradSurgery(torch.optim.Optimizer):
             )
         self._cached_micro = None
         if stats.skipped:
-            if saved is not None:
-                self.method.load_state_dict(saved)
+            self._restore_method_state(saved)
         else:
             self._task_names = tuple(plan.names)
             stats = self._count_refresh(plan, stats, refreshed=path is self._path)
         # Under a GradScaler the scaler skips overflowing steps itself (it sees the infs).
         self._skip_next_step = stats.skipped and not self.scaler_enabled
         return stats
+
+    def _save_method_state(self) -> list[Any] | None:
+        """Copies of the method's state (every group's, with ``groups=``), or None if stateless."""
+        if not self.method.stateful:
+            return None
+        return [copy.deepcopy(m.state_dict()) for m in (self._group_methods or [self.method])]
+
+    def _restore_method_state(self, saved: list[Any] | None) -> None:
+        if saved is None:
+            return
+        if self._group_methods:
+            del self._group_methods[len(saved) :]  # groups met first in the failed step
+        for m, state in zip(self._group_methods or [self.method], saved):
+            m.load_state_dict(state)
+
+    def _check_groups(self, groups: Any, refresh_every: int) -> Literal["parameter"] | list[list[Tensor]] | None:
+        if groups is None:
+            return None
+        if not isinstance(self.method, GramMethod):
+            raise ValueError(
+                f"groups: {self.method.name} is not a Gram method; grouped surgery weighs one Gram per group"
+            )
+        if refresh_every > 1:
+            raise ValueError("groups: refresh_every > 1 reuses one weight vector; it does not combine with groups=")
+        if groups == "parameter":
+            return "parameter"
+        if isinstance(groups, (str, Tensor)) or not isinstance(groups, Sequence):
+            raise ValueError(f"groups: expected 'parameter' or a list of parameter lists, got {groups!r}")
+        candidates = {id(p) for p in self._parameters()}
+        out, seen = [], set()
+        for g, group in enumerate(groups):
+            params = [group] if isinstance(group, Tensor) else list(group)
+            if not params:
+                raise ValueError(f"groups: group {g} is empty")
+            for p in params:
+                if not isinstance(p, Tensor) or id(p) not in candidates:
+                    raise ValueError(f"groups: group {g} holds something that is not a parameter of the optimizer")
+                if id(p) in seen:
+                    raise ValueError(f"groups: a parameter of group {g} is in an earlier group too")
+                seen.add(id(p))
+            out.append(params)
+        return out
 
     def _path_for_step(self, plan: StepPlan) -> StepPath:
         """The method's own path at refresh steps, the cached weights' path in between."""

@@ -49,6 +49,8 @@ class SurgeryStats:
         refreshed: with ``refresh_every=k``, whether this step computed the per-task gradients,
             the Gram matrix and fresh weights (True), or reused the last refresh's weights in
             one backward (False: ``gram`` is None). Always True otherwise.
+        group_weights: with ``groups=``, the ``(G, T)`` weights of each group (``weights`` is
+            then NaN); None otherwise.
     """
 
     task_names: tuple[str, ...]
@@ -61,6 +63,7 @@ class SurgeryStats:
     nonfinite_tasks: tuple[str, ...] = ()
     micro_batches: int = 1
     refreshed: bool = True
+    group_weights: Tensor | None = None
 
     @property
     def norms(self) -> Tensor | None:

@@ -7,9 +7,10 @@ kind, so the step never switches on a string. Adding a kind adds a method base c
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
@@ -21,7 +22,7 @@ from .capture import capture_task_gradients, check_dense
 from .gram import HostView, gram_parts, to_host
 from .nonfinite import nonfinite_tasks
 from .plan import StepPlan
-from .write import write_shared, write_specific
+from .write import write_shared, write_shared_subset, write_specific
 
 if TYPE_CHECKING:
     from ..buffer import GradBuffer, SharedBuffers
@@ -115,7 +116,9 @@ class _PerTaskGradientPath:
             weights = self.combine(surgery.method, buffers, kernels, host, scale)
         write_specific(plan.params, captured.specific, scale)
         reducer.finish(_written(plan, buffers, captured.specific))
-        return stats(weights)
+        result = stats(weights)
+        group_weights = getattr(self, "group_weights", None)
+        return result if group_weights is None else replace(result, group_weights=group_weights)
 
     #: Whether the path can combine several (device, dtype) groups with one set of weights.
     handles_groups = True
@@ -159,6 +162,66 @@ class GramPath(_PerTaskGradientPath):
         weights = method.weights(host.gram, losses=host.losses) * scale
         _write_combination(buffers, kernels, weights)
         return weights
+
+
+class GroupedGramPath(_PerTaskGradientPath):
+    """Grouped surgery (``GradSurgery(groups=...)``): an independent Gram matrix, weights and
+    combination per group of shared parameters (GradVac's per-layer strategy; TorchJD's
+    grouping recipe), each group with its own copy of the method and its state. The groups'
+    Gram matrices come from one pass over J (each column once).
+
+    ``stats.weights`` is NaN (there is one weight vector per group: ``stats.group_weights``);
+    ``stats.gram`` is the Gram matrix of the whole shared gradient (the sum of the groups').
+    """
+
+    def __init__(self, groups: list[list[Tensor]] | None, methods: list[GramMethod], reducer: Any) -> None:
+        self.groups = groups  # None: one group per shared parameter
+        self.methods = methods
+        self.reducer = reducer
+        self.group_weights: Tensor | None = None
+
+    def members(self, buffers: SharedBuffers) -> list[set[int]]:
+        """Each group's shared parameters (ids); shared parameters in no group form the last."""
+        if self.groups is None:
+            return [{id(p)} for p in buffers.params]
+        ids = [{id(p) for p in group} for group in self.groups]
+        rest = {id(p) for p in buffers.params} - set().union(*ids)
+        return [*ids, rest] if rest else ids
+
+    def combine(
+        self, method: Method, buffers: SharedBuffers, kernels: list[Backend], host: HostView, scale: float
+    ) -> None:
+        members = self.members(buffers)
+        while len(self.methods) < len(members):
+            self.methods.append(copy.deepcopy(self.methods[0]))  # a fresh state per new group
+        num_tasks = buffers.num_tasks
+        weights_per_group = []
+        for ids, group_method in zip(members, self.methods):
+            parts = []
+            for buf, backend in zip(buffers.groups, kernels):
+                cols = [j for j, p in enumerate(buf.params) if id(p) in ids]
+                if cols:
+                    parts.append(backend.gram_lists([[buf.rows[t][j] for j in cols] for t in range(num_tasks)]))
+            gram = to_host(host.losses, self.reducer.reduce_gram(parts), None, host.inv_scale).gram
+            assert gram is not None
+            weights = group_method.weights(gram, losses=host.losses) * scale
+            weights_per_group.append(weights)
+            w = weights.tolist()
+            for buf in buffers.groups:
+                cols = [j for j, p in enumerate(buf.params) if id(p) in ids]
+                if not cols:
+                    continue
+
+                def combine(beta: float, b: GradBuffer = buf, cs: list[int] = cols, ws: list[float] = w) -> None:
+                    for j in cs:
+                        out = b.grads[j]
+                        if beta == 0.0:
+                            out.zero_()
+                        for t, wt in enumerate(ws):
+                            out.add_(b.rows[t][j], alpha=wt)
+
+                write_shared_subset(buf, cols, combine)
+        self.group_weights = torch.stack(weights_per_group)
 
 
 class MatrixPath(_PerTaskGradientPath):

@@ -10,7 +10,7 @@ from torch import Tensor
 from ..buffer import GradBuffer
 from ..fsdp import local_view, wrap_grad
 
-__all__ = ["write_shared", "write_specific"]
+__all__ = ["write_shared", "write_shared_subset", "write_specific"]
 
 
 def write_shared(buffer: GradBuffer, combine: Callable[[float], None]) -> None:
@@ -21,17 +21,24 @@ def write_shared(buffer: GradBuffer, combine: Callable[[float], None]) -> None:
     into the flat vector first so that ``combine`` can accumulate (``beta=1``) as
     ``Tensor.backward`` does; with no existing gradient it overwrites (``beta=0``).
     """
-    accumulate = any(p.grad is not None for p in buffer.params)
+    write_shared_subset(buffer, list(range(len(buffer.params))), combine)
+
+
+def write_shared_subset(buffer: GradBuffer, cols: list[int], combine: Callable[[float], None]) -> None:
+    """:func:`write_shared` for some of the buffer's parameters (grouped surgery): ``combine``
+    writes the views ``buffer.grads[j]`` of ``cols``."""
+    params = [buffer.params[j] for j in cols]
+    accumulate = any(p.grad is not None for p in params)
     if accumulate:
-        for k, p in enumerate(buffer.params):
+        for j, p in zip(cols, params):
             if p.grad is None:
-                buffer.grads[k].zero_()
-            elif not buffer.owns_grad(k, p.grad):
-                buffer.grads[k].copy_(local_view(p.grad))
+                buffer.grads[j].zero_()
+            elif not buffer.owns_grad(j, p.grad):
+                buffer.grads[j].copy_(local_view(p.grad))
     combine(1.0 if accumulate else 0.0)
-    for k, p in enumerate(buffer.params):
-        if p.grad is None or not buffer.owns_grad(k, p.grad):
-            p.grad = wrap_grad(p, buffer.grads[k])
+    for j, p in zip(cols, params):
+        if p.grad is None or not buffer.owns_grad(j, p.grad):
+            p.grad = wrap_grad(p, buffer.grads[j])
 
 
 def write_specific(params: list[Tensor], specific: dict[int, Tensor], scale: float) -> None:
