@@ -30,7 +30,7 @@ class GradBuffer:
             them: :class:`SharedBuffers` splits them into groups first).
     """
 
-    def __init__(self, params: Sequence[Tensor], num_tasks: int) -> None:
+    def __init__(self, params: Sequence[Tensor], num_tasks: int, j_dtype: torch.dtype | None = None) -> None:
         self.check_layout(params)
         self.params = list(params)
         self.num_tasks = num_tasks
@@ -39,7 +39,9 @@ class GradBuffer:
         self._local = [local_view(p) for p in self.params]
         device, dtype = self._local[0].device, self._local[0].dtype
         self.numel = sum(p.numel() for p in self._local)
-        self.matrix = torch.empty(num_tasks, self.numel, device=device, dtype=dtype)
+        # J may be stored in a narrower dtype (j_dtype=torch.bfloat16: half the memory); the
+        # combined gradient keeps the parameters' dtype.
+        self.matrix = torch.empty(num_tasks, self.numel, device=device, dtype=j_dtype or dtype)
         self.flat = torch.empty(self.numel, device=device, dtype=dtype)
         self.rows = [self._views(self.matrix[t]) for t in range(num_tasks)]
         self.grads = self._views(self.flat)
@@ -89,25 +91,25 @@ class SharedBuffers:
     behaviour of a single buffer.
     """
 
-    def __init__(self, params: Sequence[Tensor], num_tasks: int) -> None:
+    def __init__(self, params: Sequence[Tensor], num_tasks: int, j_dtype: torch.dtype | None = None) -> None:
         check_floating(params)
         self.params = list(params)
         self.num_tasks = num_tasks
-        self.key = self.make_key(self.params, num_tasks)
+        self.key = self.make_key(self.params, num_tasks, j_dtype)
         layouts: dict[tuple, list[int]] = {}
         for k, p in enumerate(self.params):
             layouts.setdefault((local_view(p).device, p.dtype), []).append(k)
         self.groups: list[GradBuffer] = []
         self.slots: list[tuple[int, int]] = [(0, 0)] * len(self.params)
         for g, members in enumerate(layouts.values()):
-            self.groups.append(GradBuffer([self.params[k] for k in members], num_tasks))
+            self.groups.append(GradBuffer([self.params[k] for k in members], num_tasks, j_dtype))
             for j, k in enumerate(members):
                 self.slots[k] = (g, j)
 
     @staticmethod
-    def make_key(params: Sequence[Tensor], num_tasks: int) -> tuple:
+    def make_key(params: Sequence[Tensor], num_tasks: int, j_dtype: torch.dtype | None = None) -> tuple:
         """What must stay equal for the buffers to be reused."""
-        return GradBuffer.make_key(params, num_tasks)
+        return (*GradBuffer.make_key(params, num_tasks), j_dtype)
 
     def split(self, grads: Sequence[Tensor | None]) -> list[list[Tensor | None]]:
         """One task's gradients (in shared-parameter order) as one list per group."""

@@ -95,6 +95,7 @@ class GradSurgery(torch.optim.Optimizer):
         process_group: Any = None,
         refresh_every: int = 1,
         groups: Literal["parameter"] | Sequence[Iterable[Tensor]] | None = None,
+        j_dtype: torch.dtype | None = None,
     ) -> None:
         # Everything is checked before the wrapped optimizer is touched: a failed construction
         # leaves it exactly as it was.
@@ -118,8 +119,15 @@ class GradSurgery(torch.optim.Optimizer):
             raise TypeError(f"scaler: expected a torch.amp.GradScaler, got {type(scaler).__name__}")
         if isinstance(refresh_every, bool) or not isinstance(refresh_every, int) or refresh_every < 1:
             raise ValueError(f"refresh_every: expected an int ≥ 1, got {refresh_every!r}")
+        if j_dtype is not None and not (isinstance(j_dtype, torch.dtype) and j_dtype.is_floating_point):
+            raise ValueError(f"j_dtype: expected a floating torch.dtype (e.g. torch.bfloat16), got {j_dtype!r}")
         self.optimizer = optimizer
         self.method = resolve_method(method)
+        if j_dtype is not None and not isinstance(self.method, GramMethod):
+            raise ValueError(
+                f"j_dtype: {self.method.name} works on J itself in the parameters' dtype; use j_dtype=None"
+            )
+        self.j_dtype = j_dtype
         if refresh_every > 1 and not isinstance(self.method, GramMethod):
             raise ValueError(
                 f"refresh_every: {self.method.name} has no task weights to reuse between refreshes "
@@ -519,14 +527,14 @@ class GradSurgery(torch.optim.Optimizer):
                     "losses: this micro-batch reaches no shared parameter, the earlier ones did; pass shared="
                 )
             return None
-        key = SharedBuffers.make_key(shared, plan.num_tasks)
+        key = SharedBuffers.make_key(shared, plan.num_tasks, self.j_dtype)
         if pending is not None and pending.key != key:
             raise ValueError(
                 "losses: this micro-batch reaches other shared parameters than the earlier ones "
                 "accumulated with sync=False; pass shared= to fix the shared set"
             )
         if self._buffers is None or self._buffers.key != key:
-            self._buffers = SharedBuffers(shared, plan.num_tasks)
+            self._buffers = SharedBuffers(shared, plan.num_tasks, self.j_dtype)
         return self._buffers
 
     def _hold(self, plan: StepPlan, captured: Captured) -> None:

@@ -68,6 +68,15 @@ def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
     return b if a is None else a if b is None else a + b.to(a.device)
 
 
+def _copy_rows(dst: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
+    present = [(d, g) for d, g in zip(dst, grads) if g is not None]
+    if present:
+        torch._foreach_copy_([d for d, _ in present], [g for _, g in present])
+    missing = [d for d, g in zip(dst, grads) if g is None]
+    if missing:
+        torch._foreach_zero_(missing)
+
+
 def capture_task_gradients(
     plan: StepPlan,
     buffers: SharedBuffers | None,
@@ -117,6 +126,8 @@ def capture_task_gradients(
                     present = [(d, g) for d, g in zip(group.rows[t], part) if g is not None]
                     if present:
                         torch._foreach_add_([d for d, _ in present], [g for _, g in present])
+                elif group.matrix.dtype != group.flat.dtype:
+                    _copy_rows(group.rows[t], part)  # narrower J: torch converts while copying
                 else:
                     backend.flatten_into(group.rows[t], part)
                 if on_row is not None:

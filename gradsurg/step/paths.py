@@ -22,7 +22,7 @@ from .capture import capture_task_gradients, check_dense
 from .gram import HostView, gram_parts, to_host
 from .nonfinite import nonfinite_tasks
 from .plan import StepPlan
-from .write import write_shared, write_shared_subset, write_specific
+from .write import combine_upcast, write_shared, write_shared_subset, write_specific
 
 if TYPE_CHECKING:
     from ..buffer import GradBuffer, SharedBuffers
@@ -147,7 +147,10 @@ def _write_combination(buffers: SharedBuffers | None, kernels: list[Backend], we
     for group, backend in zip(buffers.groups, kernels):
 
         def combine(beta: float, g: GradBuffer = group, k: Backend = backend) -> None:
-            k.combine_into(g.flat, g.matrix, weights, beta=beta)
+            if g.matrix.dtype == g.flat.dtype:
+                k.combine_into(g.flat, g.matrix, weights, beta=beta)
+            else:
+                combine_upcast(g.flat, g.matrix, weights, beta=beta)
 
         write_shared(group, combine)
 

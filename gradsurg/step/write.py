@@ -10,7 +10,20 @@ from torch import Tensor
 from ..buffer import GradBuffer
 from ..fsdp import local_view, wrap_grad
 
-__all__ = ["write_shared", "write_shared_subset", "write_specific"]
+__all__ = ["combine_upcast", "write_shared", "write_shared_subset", "write_specific"]
+
+# Columns of a narrow J upcast at a time by combine_upcast (a T × 2^16 scratch).
+_CHUNK = 1 << 16
+
+
+def combine_upcast(out: Tensor, matrix: Tensor, weights: Tensor, *, beta: float = 0.0) -> None:
+    """``out ← beta·out + wᵀ·J`` for a J stored narrower than ``out`` (``j_dtype``): products
+    and sums in ``out``'s dtype, J upcast one column chunk at a time."""
+    w = weights.to(device=out.device, dtype=out.dtype)
+    for start in range(0, matrix.shape[1], _CHUNK):
+        stop = min(start + _CHUNK, matrix.shape[1])
+        part = out[start:stop]
+        part.addmv_(matrix[:, start:stop].to(out.dtype).T, w, beta=beta)
 
 
 def write_shared(buffer: GradBuffer, combine: Callable[[float], None]) -> None:
