@@ -34,5 +34,5 @@ def test_bf16_storage_accumulates_and_rejects_matrix_methods(make_model):
     assert stats.micro_batches == 2 and torch.isfinite(stats.gram).all()
     with pytest.raises(ValueError, match="j_dtype: graddrop works on J itself"):
         GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method="graddrop", j_dtype=torch.bfloat16)
-    with pytest.raises(ValueError, match="j_dtype: expected a floating torch.dtype"):
+    with pytest.raises(ValueError, match=r"j_dtype: expected a floating torch\.dtype"):
         GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), j_dtype=torch.int8)
