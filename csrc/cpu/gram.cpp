@@ -6,7 +6,27 @@
 // enough over 2048 terms), then added to per-thread float64 accumulators. A single fp32 GEMM
 // over 1e7 columns is off by ~2e-3 relative; these fp32-per-block, fp64-across-blocks sums
 // stay within ~1e-7.
+//
+// Range. fp32 products are only as good as fp32's exponent range: entries ≳ 1e19 square to
+// inf, entries ≲ 1e-22 square to (sub)normals that lose their digits or flush to 0, so a row of
+// 1e20 would give G = inf and a row of 1e-25 a zero Gram row (and the methods would then ignore
+// that task), where the float64 reference is exact. So every block is checked, at no extra pass
+// over the data, through its own fp32 sums of squares d_t = Σ_k x_tk² (the diagonal of the
+// block's Gram, computed first): if every d_t lies in [2^-100, 2^100] (or the row is exactly
+// zero), no product or partial sum can overflow (|Σ_k x_ik x_jk| ≤ √(d_i d_j), Cauchy–Schwarz)
+// and what underflow loses (≤ 2^-150 per product, ≤ 2^-138 per block) is ≤ 2^-38 of
+// √(d_i d_j): the rest of the block is computed and added as usual. Otherwise (rare: only blocks
+// with entries beyond ~1e±15, or inf/NaN) the block is recomputed with each row t scaled by an
+// exact power of two 2^-e_t that brings its max |x| into [0.5, 1), and its products are
+// multiplied back by 2^(e_i + e_j) in float64. The
+// scaling is exact (done in double, rounded once to fp32; only entries 2^126 times below their
+// row's max become fp32 subnormals, an error ≤ 2^-150 of that max), so every finite fp32 input —
+// subnormals (~1e-45) to 3e38, rows of very different scales in one matrix — gets the accuracy
+// of ordinary inputs. Ordinary inputs pay T comparisons per block.
 #include "common.h"
+
+#include <cmath>
+#include <limits>
 
 
 namespace gradsurg {
@@ -107,31 +127,109 @@ __attribute__((always_inline)) inline void tile4x4(const float* const* a, const 
   }
 }
 
-// All pair products of one block of fp32 rows, added into the T×T lower triangle of acc.
-// Rows are taken four at a time as 4×4 tiles (diagonal tiles compute their 6 redundant
-// products rather than branch); the rows past the last multiple of 4 use dot4/dot1.
+// Block sums of squares in this range mean the block's fp32 products are safe (see the top).
+constexpr float kSafeLo = 0x1p-100f;
+constexpr float kSafeHi = 0x1p100f;
+
+// max |x| over n values (NaN ignored, inf kept), in fixed-width lanes that vectorise.
+float max_abs(const float* __restrict__ x, int64_t n) {
+  float m[kLanes] = {};
+  int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes) {
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) {
+      const float v = std::fabs(x[k + l]);
+      m[l] = m[l] < v ? v : m[l];
+    }
+  }
+  for (; k < n; ++k) m[0] = m[0] < std::fabs(x[k]) ? std::fabs(x[k]) : m[0];
+  float r = 0.f;
+  for (int l = 0; l < kLanes; ++l) r = r < m[l] ? m[l] : r;
+  return r;
+}
+
+// Whether row t of a block can keep its fp32 products: its fp32 sum of squares d is in the safe
+// range, or it is exactly zero (d == 0 can also be a row of entries ≲ 1e-23 whose squares all
+// underflowed, so zero is checked on the data).
+inline bool row_is_safe(float d, const float* row, int64_t n) {
+  if (d >= kSafeLo && d <= kSafeHi) return true;
+  return d == 0.f && max_abs(row, n) == 0.f;
+}
+
+// All pair products of one block of fp32 rows, added into the T×T lower triangle of acc, times
+// pow2[r]·pow2[c] when pow2 is given. Rows are taken four at a time as 4×4 tiles (diagonal
+// tiles compute their 6 redundant products rather than branch); the rows past the last
+// multiple of 4 use dot4/dot1. The diagonal tiles (and the tail rows' squares) come first, into
+// diag (4·T floats of scratch): with `check`, if a row's sum of squares is outside the safe
+// range nothing is added and false is returned, so ordinary blocks pay T comparisons for the
+// range check and add their off-diagonal tiles straight into acc.
 GRADSURG_CLONES
-void block_gram_f32(const float* const* rows, int64_t T, int64_t n, double* acc) {
-  float part[16];
+bool block_gram_f32(const float* const* rows, int64_t T, int64_t n, const double* pow2, bool check, float* diag,
+                    double* acc) {
   const int64_t T4 = T / 4 * 4;
-  for (int64_t i = 0; i < T4; i += 4) {
-    for (int64_t j = 0; j <= i; j += 4) {
+  float* tail = diag + 4 * T4;  // squares of rows T4..T-1
+  for (int64_t i = 0; i < T4; i += 4) tile4x4(rows + i, rows + i, n, diag + 4 * i);
+  for (int64_t i = T4; i < T; ++i) tail[i - T4] = dot1(rows[i], rows[i], n);
+  if (check) {
+    for (int64_t t = 0; t < T; ++t) {
+      // Product (t%4, t%4) of diagonal tile t/4 is entry 5·(t%4) of its 16.
+      const float d = t < T4 ? diag[4 * (t - t % 4) + 5 * (t % 4)] : tail[t - T4];
+      if (!row_is_safe(d, rows[t], n)) return false;
+    }
+  }
+  auto add = [&](int64_t r, int64_t c, float v) {
+    acc[r * T + c] += pow2 ? static_cast<double>(v) * (pow2[r] * pow2[c]) : static_cast<double>(v);
+  };
+  for (int64_t i = 0; i < T4; i += 4)
+    for (int q = 0; q < 16; ++q)
+      if (q % 4 <= q / 4) add(i + q / 4, i + q % 4, diag[4 * i + q]);
+  for (int64_t i = T4; i < T; ++i) add(i, i, tail[i - T4]);
+  float part[16];
+  for (int64_t i = 4; i < T4; i += 4) {
+    for (int64_t j = 0; j < i; j += 4) {
       tile4x4(rows + i, rows + j, n, part);
-      for (int q = 0; q < 16; ++q) {
-        const int64_t r = i + q / 4, c = j + q % 4;
-        if (c <= r) acc[r * T + c] += part[q];
-      }
+      for (int q = 0; q < 16; ++q) add(i + q / 4, j + q % 4, part[q]);
     }
   }
   for (int64_t i = T4; i < T; ++i) {
     const float* a = rows[i];
     int64_t j = 0;
-    for (; j + 4 <= i + 1; j += 4) {
+    for (; j + 4 <= i; j += 4) {
       dot4(a, rows[j], rows[j + 1], rows[j + 2], rows[j + 3], n, part);
-      for (int q = 0; q < 4; ++q) acc[i * T + j + q] += part[q];
+      for (int q = 0; q < 4; ++q) add(i, j + q, part[q]);
     }
-    for (; j <= i; ++j) acc[i * T + j] += dot1(a, rows[j], n);
+    for (; j < i; ++j) add(i, j, dot1(a, rows[j], n));
   }
+  return true;
+}
+
+// The Gram of one block of fp32 rows added into the lower triangle of acc, exact over the whole
+// fp32 range (see the top of this file). If the block is out of the safe range, rows[t] is
+// redirected to a scaled copy in scratch (row t at scratch + t * ld, ld >= n; rows may already
+// point there, e.g. upcast half rows, and are then scaled in place). diag (4·T floats) and pow2
+// (T doubles) are scratch too.
+void block_gram_accumulate(const float** rows, int64_t T, int64_t n, std::vector<float>& scratch, int64_t ld,
+                           float* diag, double* pow2, double* acc) {
+  if (block_gram_f32(rows, T, n, nullptr, /*check=*/true, diag, acc)) return;
+  // Rare path: scale every row by 2^-e (max |x| = f·2^e, f in [0.5, 1); exact) and redo the
+  // block. Zero rows, and rows with no finite nonzero max (inf), keep scale 1; inf and NaN then
+  // propagate as in the float64 reference.
+  scratch.resize(static_cast<size_t>(T) * ld);
+  for (int64_t t = 0; t < T; ++t) {
+    pow2[t] = 1.0;
+    const float m = max_abs(rows[t], n);
+    if (!(m > 0.f && m <= std::numeric_limits<float>::max())) continue;
+    int e = 0;
+    std::frexp(m, &e);  // m = f·2^e, e in [-148, 128]
+    const double down = std::ldexp(1.0, -e);
+    const float* src = rows[t];
+    float* dst = scratch.data() + t * ld;  // may be src itself (in place): elementwise, no restrict
+#pragma omp simd
+    for (int64_t k = 0; k < n; ++k) dst[k] = static_cast<float>(static_cast<double>(src[k]) * down);
+    rows[t] = dst;
+    pow2[t] = std::ldexp(1.0, e);
+  }
+  block_gram_f32(rows, T, n, pow2, /*check=*/false, diag, acc);
 }
 
 GRADSURG_CLONES
@@ -171,7 +269,9 @@ void gram_segments(const std::vector<Segment<scalar_t>>& segments, int64_t T, do
 
   at::parallel_for(0, num_items, 1, [&](int64_t begin, int64_t end) {
     double* acc = partial.data() + static_cast<size_t>(at::get_thread_num()) * T * T;
-    std::vector<float> tile;
+    std::vector<float> tile;  // half/bfloat16 rows upcast, or rows rescaled (rare)
+    std::vector<float> diag(static_cast<size_t>(4) * T);
+    std::vector<double> pow2(T);
     std::vector<const float*> f32_rows(T);
     std::vector<const double*> f64_rows(T);
     for (int64_t it = begin; it < end; ++it) {
@@ -183,7 +283,7 @@ void gram_segments(const std::vector<Segment<scalar_t>>& segments, int64_t T, do
         block_gram_f64(f64_rows.data(), T, n, acc);
       } else if constexpr (std::is_same_v<scalar_t, float>) {
         for (int64_t t = 0; t < T; ++t) f32_rows[t] = seg.rows[t] + start;
-        block_gram_f32(f32_rows.data(), T, n, acc);
+        block_gram_accumulate(f32_rows.data(), T, n, tile, block, diag.data(), pow2.data(), acc);
       } else {
         // Half and bfloat16 are upcast once per block into a thread-local fp32 tile.
         tile.resize(static_cast<size_t>(T) * block);
@@ -193,7 +293,7 @@ void gram_segments(const std::vector<Segment<scalar_t>>& segments, int64_t T, do
           for (int64_t k = 0; k < n; ++k) dst[k] = static_cast<float>(src[k]);
           f32_rows[t] = dst;
         }
-        block_gram_f32(f32_rows.data(), T, n, acc);
+        block_gram_accumulate(f32_rows.data(), T, n, tile, block, diag.data(), pow2.data(), acc);
       }
     }
   });

@@ -1,6 +1,7 @@
 """The C++ CPU backend (csrc/cpu, built as ``gradsurg._C``), loaded lazily.
 
-Same semantics as :mod:`gradsurg.kernels.reference`. If the extension was not built (or
+Same semantics as :mod:`gradsurg.kernels.reference` (the Gram included over the whole finite
+fp32 range, see :func:`gram`). If the extension was not built (or
 ``GRADSURG_NO_EXT=1``), :func:`available` is False and ``backend="auto"`` falls back to the
 torch backend with a one-time warning.
 """
@@ -13,9 +14,11 @@ from torch import Tensor
 
 from ._extension import LazyExtension
 
-__all__ = ["NAME", "available", "combine_into", "flatten_into", "gram", "gram_lists", "load_error"]
+__all__ = ["NAME", "available", "combine_into", "flatten_into", "gram", "gram_lists", "load_error", "name"]
 
-NAME = "cpp"
+#: The backend's name (``Backend.name``); ``NAME`` is the same, kept for older callers.
+name = "cpp"
+NAME = name
 
 _EXT = LazyExtension(
     "cpp", "_C", "Rebuild with `pip install --no-build-isolation -e .` after installing torch."
@@ -38,7 +41,14 @@ def flatten_into(dst: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
 
 
 def gram(matrix: Tensor) -> Tensor:
-    """G = J·Jᵀ in float64: fp32 products per 2048-column block, float64 across blocks."""
+    """G = J·Jᵀ in float64: fp32 products per column block (≤ 3072 columns), float64 across blocks.
+
+    fp32 products alone would overflow for entries ≳ 1e19 and lose tiny rows (≲ 1e-22) to
+    underflow, so a block whose fp32 sums of squares leave [2^-100, 2^100] is recomputed with
+    its offending rows scaled by exact powers of two and scaled back in float64: the result
+    matches the float64 reference over the whole finite fp32 range, at no cost on ordinary
+    inputs (csrc/cpu/gram.cpp).
+    """
     return _EXT.require().gram(matrix)
 
 

@@ -12,9 +12,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["NAME", "combine_into", "flatten_into", "gram", "gram_lists"]
+__all__ = ["NAME", "combine_into", "flatten_into", "gram", "gram_lists", "name"]
 
-NAME = "torch"
+#: The backend's name (``Backend.name``); ``NAME`` is the same, kept for older callers.
+name = "torch"
+NAME = name
 
 # Columns of J upcast to float64 at a time: large enough that the matmul dominates the Python
 # loop, small enough that the float64 scratch (T × 2^16 × 8 bytes, 4 MiB at T=8) stays in cache
@@ -44,6 +46,13 @@ def gram(matrix: Tensor) -> Tensor:
 
     A single float32 matmul over 1e7 columns is off by ~2e-3 relative on our CPUs (its partial
     sums are float32), so lower precisions are upcast chunk by chunk into a float64 scratch.
+
+    The upcast also makes the result right over the whole finite float32 range: float64 holds
+    every product of two float32 values (subnormals ~1e-45 to 3.4e38) exactly in range, where
+    float32 products overflow above ~1e19 and underflow below ~1e-22. The faster backends keep
+    float32 products for speed and therefore rescale out-of-range rows by powers of two to
+    match this (see cpp/triton/cuda); float64 inputs beyond the float32 range are the float64
+    matmul's.
 
     Args:
         matrix: J of shape ``(T, P)``, any floating dtype.
