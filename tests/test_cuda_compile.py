@@ -120,6 +120,13 @@ def test_binding_parses_against_torch_headers():
     assert "warning" not in proc.stderr, proc.stderr
 
 
+def test_build_keeps_float32_subnormals():
+    # gram.cu rescales rows of tiny values (down to fp32 subnormals) by powers of two: a
+    # flush-to-zero build (--use_fast_math implies -ftz=true) would zero them first.
+    flags = (ROOT / "setup.py").read_text()
+    assert "use_fast_math" not in flags and "ftz=true" not in flags.replace(" ", "")
+
+
 def test_cuda_backend_unavailable_here_raises_with_build_hint():
     import torch
 

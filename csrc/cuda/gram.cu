@@ -19,11 +19,28 @@
 //    (A100) to 64x (consumer GPUs) faster than fp64, and fp16/bf16 products are exact in fp32);
 //    the per-chunk sums are added into float64 shared-memory accumulators (one slot per unit
 //    and product, owned by one warp, so no atomics there). fp64 J keeps fp64 throughout.
+//  * Range: fp32 products overflow for entries >~ 1e19 and lose their digits or flush to zero for
+//    entries <~ 1e-22 (a row of 1e20 would give G = inf, a row of 1e-25 a zero Gram row, where the
+//    float64 reference is exact). While staging, each row's max |x| over the chunk is taken (in
+//    registers, a half-warp shuffle max, one shared atomicMax per half-warp). A row whose max is
+//    0, inf/NaN or within [2^-50, 2^50) is used as staged: products <= 2^100 * C cannot
+//    overflow, and what underflow loses (<= 2^-150 per product) is <= 2^-38 of the rows' scale.
+//    Any other row (rare: entries beyond ~1e+-15) is multiplied in shared memory by an exact
+//    power of two 2^s (max |x| into [2, 4) for large rows, [2^-23, 2^-22) for small ones, so
+//    that s in [-126, 126] is one normal float) and the tile products are multiplied back by
+//    2^-(s_i + s_j) in float64. So every finite fp32/bf16 input, subnormals (~1e-45) to 3.4e38,
+//    rows of very different scales in one matrix, gets the accuracy of ordinary inputs, for one
+//    max per staged element and, only in chunks that need it, one multiply. float16 (6e-8 to
+//    65504) cannot leave the safe range and skips all of it; fp64 is fp64 throughout. The
+//    scaling relies on fp32 subnormals not being flushed: nvcc's default -ftz=false (setup.py
+//    does not pass --use_fast_math).
 //  * At the end each block adds its sums into G with atomicAdd(double*) (native on sm_60+): one
 //    atomic per product per block, not per chunk, so contention is ~(#blocks) per entry.
 //    A second tiny kernel mirrors the lower triangle, so G is exactly symmetric (atomics into
 //    both halves would add the same terms in different orders).
 #include "common.cuh"
+
+#include <type_traits>
 
 namespace gradsurg_cuda {
 namespace {
@@ -35,6 +52,32 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kTileBytes = 32 * 1024;
 // Upper bound of C: longer chunks would only lengthen the fp32 partial sums.
 constexpr int kMaxChunkCols = 2048;
+
+// Row data of these storage types can leave fp32's safe product range (see the top): fp32 and
+// bfloat16 share fp32's exponent range; float16 cannot, and fp64 is accumulated in fp64.
+template <typename T>
+constexpr bool kMayRescale = std::is_same_v<T, float> || std::is_same_v<T, __nv_bfloat16>;
+
+// Rows whose max |x| is below 2^kSafeMinExp or at/above 2^(kSafeMaxExp + 1) are rescaled.
+constexpr int kSafeMinExp = -50;
+constexpr int kSafeMaxExp = 49;
+
+// 2^k, exact: as a float for k in [-126, 127], as a double for k in [-1022, 1023].
+__device__ __forceinline__ float pow2f(int k) { return __int_as_float((k + 127) << 23); }
+__device__ __forceinline__ double pow2d(int k) {
+  return __longlong_as_double(static_cast<long long>(k + 1023) << 52);
+}
+
+// The exponent s a staged row is multiplied by 2^s with, from the bits of its max |x| (a
+// non-negative float, or NaN): 0 for zero, inf/NaN and safe rows; otherwise max into [2, 4)
+// (large rows) or [2^-23, 2^-22) (small rows), s in [-126, 126].
+__device__ __forceinline__ int rescale_shift(unsigned bits) {
+  if (bits == 0u || bits >= 0x7f800000u) return 0;
+  // floor(log2(max)); a subnormal is bits * 2^-149.
+  const int e = bits < 0x00800000u ? (31 - __clz(static_cast<int>(bits))) - 149 : static_cast<int>(bits >> 23) - 127;
+  if (e >= kSafeMinExp && e <= kSafeMaxExp) return 0;
+  return e > 0 ? 1 - e : -23 - e;
+}
 
 // Acc values per 16-byte shared-memory access (a variable template, usable in host and device
 // code without --expt-relaxed-constexpr).
@@ -79,9 +122,10 @@ struct ListRows {
 };
 
 // Stage kVec elements (one 16-byte group) of one row into shared memory as Acc, zero-filling
-// columns at or past the end of the chunk (`remaining` <= 0: all zeros, src not read).
+// columns at or past the end of the chunk (`remaining` <= 0: all zeros, src not read). Returns
+// the bits of the group's max |x| where rows may need rescaling (kMayRescale), else 0.
 template <typename T>
-__device__ __forceinline__ void stage_group(const T* src, typename Traits<T>::Acc* dst, int remaining) {
+__device__ __forceinline__ unsigned stage_group(const T* src, typename Traits<T>::Acc* dst, int remaining) {
   using Acc = typename Traits<T>::Acc;
   constexpr int kVec = Traits<T>::kVec;
   Acc v[kVec];
@@ -104,14 +148,28 @@ __device__ __forceinline__ void stage_group(const T* src, typename Traits<T>::Ac
       *reinterpret_cast<double2*>(dst + e) = make_double2(v[e], v[e + 1]);
     }
   }
+  if constexpr (kMayRescale<T>) {
+    float m = 0.f;
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) m = fmaxf(m, fabsf(v[e]));  // NaN ignored, inf kept
+    return __float_as_uint(m);
+  } else {
+    return 0u;
+  }
 }
 
 // Shared memory of one block (dynamic part), in this order:
 //   double acc[num_units * 16]     per-unit float64 sums of the 16 products of its tile
 //   Acc    tile[T * C]             the staged chunk, row t at tile + t * C
 //   int    tile_ij[num_tiles]      tile -> (row block << 16 | column block)
+// Blocks of 256 threads per SM the register allocation must allow: fp32-accumulating variants
+// fit in 64 registers (4 blocks; without the bound ptxas gives the gram_lists variants that may
+// rescale 80, one block fewer), fp64 ones in 80 (3 blocks, as without a bound).
+template <typename T>
+constexpr int kMinBlocksPerSm = std::is_same_v<typename Traits<T>::Acc, float> ? 4 : 3;
+
 template <typename T, typename Rows>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm<T>)
     gram_kernel(Rows rows, int num_tasks, int C, int num_tiles, int splits, int64_t num_chunks,
                 double* __restrict__ G) {
   using Acc = typename Traits<T>::Acc;
@@ -121,6 +179,13 @@ __global__ void __launch_bounds__(kThreads)
 
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ const T* row_ptr[GS_MAX_TASKS];
+  // Per row of the current chunk: max |x| (float bits; unsigned order is float order for
+  // non-negative floats), the rescale exponent s and 2^-s (see rescale_shift).
+  __shared__ unsigned row_bits[GS_MAX_TASKS];
+  __shared__ int row_shift[GS_MAX_TASKS];
+  __shared__ double row_back[GS_MAX_TASKS];
+  static_assert(!kMayRescale<T> || (32 * kSmemVec / kVec) % 16 == 0,
+                "a half-warp of staging groups must lie in one row (groups per row % 16 == 0)");
 
   const int num_units = num_tiles * splits;
   double* acc = reinterpret_cast<double*>(smem);
@@ -141,7 +206,10 @@ __global__ void __launch_bounds__(kThreads)
 
   for (int64_t chunk = blockIdx.x; chunk < num_chunks; chunk += gridDim.x) {
     const ChunkPos pos = rows.locate(chunk, C);
-    if (tid < num_tasks) row_ptr[tid] = rows.row(pos.seg, tid) + pos.col0;
+    if (tid < num_tasks) {
+      row_ptr[tid] = rows.row(pos.seg, tid) + pos.col0;
+      row_bits[tid] = 0u;  // read last by this thread, before the previous chunk's barrier
+    }
     // Orders: row_ptr (and, first time, acc/tile_ij) written before use; the previous chunk's
     // dot products finished before the tile is overwritten.
     __syncthreads();
@@ -149,12 +217,55 @@ __global__ void __launch_bounds__(kThreads)
     // Columns [n, n_round) are zero-filled so the dot loops below need no bounds checks.
     const int n_round = (pos.n + kStep - 1) / kStep * kStep;
     const int groups = n_round / kVec;  // 16-byte groups per row
-    for (int g = tid; g < num_tasks * groups; g += kThreads) {
-      const int t = g / groups;
-      const int c = (g - t * groups) * kVec;
-      stage_group<T>(row_ptr[t] + c, tile + static_cast<size_t>(t) * C + c, pos.n - c);
+    // groups is a multiple of 16, so a half-warp stages 16 groups of one row: its max is one
+    // 4-step shuffle reduction and one shared atomic. The loop bound is warp-uniform (g = tid +
+    // k * kThreads as before) so that the shuffles see the full warp.
+    const int total = num_tasks * groups;
+    for (int base = warp * 32; base < total; base += kThreads) {
+      const int g = base + lane;
+      unsigned m = 0u;
+      if (g < total) {
+        const int t = g / groups;
+        const int c = (g - t * groups) * kVec;
+        m = stage_group<T>(row_ptr[t] + c, tile + static_cast<size_t>(t) * C + c, pos.n - c);
+      }
+      if constexpr (kMayRescale<T>) {
+#pragma unroll
+        for (int off = 8; off > 0; off >>= 1) m = max(m, __shfl_xor_sync(kFullMask, m, off));
+        if ((lane & 15) == 0 && g < total && m != 0u) atomicMax(&row_bits[g / groups], m);
+      }
     }
     __syncthreads();
+
+    // Rows out of the safe range are rescaled in shared memory (rare). One more barrier per
+    // chunk: it publishes row_shift/row_back and, as __syncthreads_or, tells every thread
+    // whether any row of this chunk was rescaled (block-uniform, so the barrier below is too).
+    bool rescaled = false;
+    if constexpr (kMayRescale<T>) {
+      bool mine = false;
+      if (tid < num_tasks) {
+        const int sh = rescale_shift(row_bits[tid]);
+        row_shift[tid] = sh;
+        row_back[tid] = pow2d(-sh);
+        mine = sh != 0;
+      }
+      rescaled = __syncthreads_or(mine) != 0;
+      if (rescaled) {
+        const int vecs = n_round / kSmemVec;  // float4s per row (kSmemVec == 4 for fp32 Acc)
+        for (int q = tid; q < num_tasks * vecs; q += kThreads) {
+          const int t = q / vecs;
+          const int sh = row_shift[t];
+          if (sh != 0) {
+            float4* p = reinterpret_cast<float4*>(tile + static_cast<size_t>(t) * C) + (q - t * vecs);
+            const float f = pow2f(sh);
+            float4 v = *p;
+            v.x *= f, v.y *= f, v.z *= f, v.w *= f;
+            *p = v;
+          }
+        }
+        __syncthreads();
+      }
+    }
 
     for (int u = warp; u < num_units; u += kWarps) {
       const int item = u / splits;
@@ -201,7 +312,14 @@ __global__ void __launch_bounds__(kThreads)
       }
       transpose_reduce16(s, lane);
       // Lane L holds product (L >> 1) & 15; the even lanes write (unit owned by this warp only).
-      if ((lane & 1) == 0) acc[u * 16 + (lane >> 1)] += static_cast<double>(s[0]);
+      if ((lane & 1) == 0) {
+        double v = static_cast<double>(s[0]);
+        if (rescaled) {
+          const int p = lane >> 1;
+          v *= row_back[min(i0 + (p >> 2), num_tasks - 1)] * row_back[min(j0 + (p & 3), num_tasks - 1)];
+        }
+        acc[u * 16 + (lane >> 1)] += v;
+      }
     }
   }
   __syncthreads();

@@ -5,7 +5,10 @@ Same semantics as :mod:`gradsurg.kernels.reference`, on CUDA tensors:
 - ``flatten_into`` copies all of a task's gradients into its row of J in one kernel launch;
 - ``gram`` / ``gram_lists`` accumulate fp32 partial dot products per column chunk into float64
   (relative error ~1e-7 for float32 inputs, as the ``cpp`` backend; the torch reference is
-  float64 throughout);
+  float64 throughout). Rows of a chunk whose max |x| is outside [2^-50, 2^50) (where fp32
+  products would overflow, ≳ 1e19, or underflow, ≲ 1e-22) are scaled by exact powers of two
+  before the products and scaled back in float64, so the Gram matches the float64 reference
+  over the whole finite fp32/bf16 range (csrc/cuda/gram.cu);
 - ``combine_into`` uses float32 weights (float64 for float64 J) instead of rounding them to J's
   dtype first.
 
@@ -34,9 +37,12 @@ __all__ = [
     "gram",
     "gram_lists",
     "load_error",
+    "name",
 ]
 
-NAME = "cuda"
+#: The backend's name (``Backend.name``); ``NAME`` is the same, kept for older callers.
+name = "cuda"
+NAME = name
 
 #: Most tasks (rows of J) the CUDA Gram kernels take (GS_MAX_TASKS in csrc/cuda/common.cuh);
 #: more tasks fall back to the torch reference for ``gram`` and ``gram_lists``.
