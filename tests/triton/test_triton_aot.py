@@ -137,6 +137,8 @@ def _compile_all() -> dict:
                     "ptx_target": next((ln.split()[1] for ln in ptx.splitlines() if ln.startswith(".target")), None),
                     # float32 → bfloat16 stores: round-to-nearest conversions (scalar or packed).
                     "cvt_rn_bf16": re.search(r"cvt\.rn\.bf16(x2)?\.f32", ptx) is not None,
+                    # Flush-to-zero float32 instructions (mul.ftz.f32, max.ftz.f32, ...).
+                    "ftz": re.search(r"\.ftz\.", ptx) is not None,
                     "shared_bytes": compiled.metadata.shared,
                     **_ptxas_registers(log.getvalue()),
                 }
@@ -180,6 +182,14 @@ def test_kernel_compiles(aot_report, key):
     # mean a silently slow configuration.
     assert entry["registers"] is not None, "no ptxas -v log captured"
     assert entry["spill_bytes"] == 0, f"{key}: {entry['spill_bytes']} bytes of register spills"
+
+
+@pytest.mark.parametrize("key", [k for k in _keys() if k.startswith("gram")])
+def test_gram_keeps_float32_subnormals(aot_report, key):
+    # The Gram kernels rescale rows of tiny values (down to float32 subnormals, ~1e-45) by powers
+    # of two: flush-to-zero arithmetic (max.ftz, mul.ftz) would zero them first.
+    entry = aot_report[key]
+    assert entry["ok"] and entry["ftz"] is False
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -10,14 +10,22 @@ pick large blocks, because the interpreter's cost is per program.
 Kernels are launched with ``enable_fp_fusion=True`` explicitly (multiply-adds may fuse into
 FMAs, triton's historical default), so results do not change with ``TRITON_DEFAULT_FP_FUSION``
 and triton 3.9 has no reason to warn about the unset default.
+
+The Gram kernels rescale rows by exact powers of two where float32 products would overflow or
+underflow, so they match the float64 reference over the whole float32 range (see ``gram.py``).
+Helpers shared by the three kernels (interpreter detection, dtypes, ``MAX_TASKS`` and the torch
+fallback beyond it, block sizes) are in ``_common.py``.
 """
 
 from __future__ import annotations
 
+from ._common import MAX_TASKS, interpreted
 from .combine import combine_into
 from .flatten import flatten_into
 from .gram import gram, gram_lists
 
-__all__ = ["NAME", "combine_into", "flatten_into", "gram", "gram_lists"]
+__all__ = ["MAX_TASKS", "NAME", "combine_into", "flatten_into", "gram", "gram_lists", "interpreted", "name"]
 
-NAME = "triton"
+#: The backend's name (``Backend.name``); ``NAME`` is the same, kept for older callers.
+name = "triton"
+NAME = name

@@ -15,10 +15,9 @@ import triton.language as tl
 from torch import Tensor
 
 from .. import reference
+from ._common import FLOAT_DTYPES, interp_block, interpreted
 
 __all__ = ["combine_into"]
-
-_SUPPORTED = (torch.float32, torch.float16, torch.bfloat16)
 
 # GPU: 2048 columns × ≤4 rows per step over 8 warps: ≤32 tile values per thread, enough
 # programs (P/2048) to fill the machine from P ≈ 1e6 on.
@@ -27,10 +26,6 @@ _GPU_BLOCK, _GPU_ROWS, _GPU_WARPS = 2048, 4, 8
 _INTERP_TARGET_BLOCKS = 32
 _INTERP_MIN_BLOCK, _INTERP_MAX_BLOCK = 1024, 1 << 15
 _INTERP_ROWS = 16
-
-
-def _interpreted(kernel) -> bool:
-    return type(kernel).__name__ == "InterpretedFunction"
 
 
 @triton.jit
@@ -70,9 +65,7 @@ def _config(num_tasks: int, size: int, interpreted: bool) -> tuple[int, int, int
     rows_cap, block = (_INTERP_ROWS, None) if interpreted else (_GPU_ROWS, _GPU_BLOCK)
     rows = min(rows_cap, triton.next_power_of_2(num_tasks))
     if interpreted:
-        block = triton.next_power_of_2(triton.cdiv(size, _INTERP_TARGET_BLOCKS))
-        block = min(max(block, _INTERP_MIN_BLOCK), _INTERP_MAX_BLOCK)
-        return block, rows, 4
+        return interp_block(size, _INTERP_TARGET_BLOCKS, _INTERP_MIN_BLOCK, _INTERP_MAX_BLOCK), rows, 4
     return block, rows, _GPU_WARPS
 
 
@@ -106,7 +99,7 @@ def combine_into(out: Tensor, matrix: Tensor, weights: Tensor, *, beta: float = 
         raise ValueError(f"combine_into: out has shape {tuple(out.shape)}, expected ({size},)")
     if weights.numel() != num_tasks:
         raise ValueError(f"combine_into: {weights.numel()} weights for {num_tasks} tasks")
-    if matrix.dtype not in _SUPPORTED or out.dtype not in _SUPPORTED:
+    if matrix.dtype not in FLOAT_DTYPES or out.dtype not in FLOAT_DTYPES:
         reference.combine_into(out, matrix, weights, beta=beta)
         return
     if size == 0:
@@ -118,5 +111,5 @@ def combine_into(out: Tensor, matrix: Tensor, weights: Tensor, *, beta: float = 
             out.mul_(beta)
         return
     w32 = weights.detach().reshape(-1).to(device=matrix.device, dtype=torch.float32).contiguous()
-    block, rows, warps = _config(num_tasks, size, _interpreted(_combine_kernel))
+    block, rows, warps = _config(num_tasks, size, interpreted(_combine_kernel))
     _launch(out, matrix, w32, beta, block, rows, warps)

@@ -18,14 +18,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["flatten_into"]
+from ._common import TL_DTYPE, interp_block, interpreted, require_cpu_under_interpreter
 
-_TL_DTYPE = {
-    torch.float32: tl.float32,
-    torch.float16: tl.float16,
-    torch.bfloat16: tl.bfloat16,
-    torch.float64: tl.float64,
-}
+__all__ = ["flatten_into"]
 
 # GPU: 4096 elements per program over 8 warps = 16 per thread (four 16-byte vectors in fp32).
 _GPU_BLOCK, _GPU_WARPS = 4096, 8
@@ -35,10 +30,6 @@ _INTERP_MIN_BLOCK, _INTERP_MAX_BLOCK = 1024, 1 << 16
 
 _TABLE_WIDTH = 3  # src pointer, numel, dst offset
 _WORK_WIDTH = 2  # tensor index, chunk index
-
-
-def _interpreted(kernel) -> bool:
-    return type(kernel).__name__ == "InterpretedFunction"
 
 
 @triton.jit
@@ -61,8 +52,7 @@ def _flatten_kernel(DST, TABLE, WORK, DTYPE: tl.constexpr, BLOCK: tl.constexpr):
 def _block_for(largest: int, interpreted: bool) -> tuple[int, int]:
     if not interpreted:
         return _GPU_BLOCK, _GPU_WARPS
-    block = triton.next_power_of_2(triton.cdiv(largest, _INTERP_TARGET_CHUNKS))
-    return min(max(block, _INTERP_MIN_BLOCK), _INTERP_MAX_BLOCK), 4
+    return interp_block(largest, _INTERP_TARGET_CHUNKS, _INTERP_MIN_BLOCK, _INTERP_MAX_BLOCK), 4
 
 
 def _launch(dst: Sequence[Tensor], srcs: Sequence[Tensor | None], block: int, num_warps: int) -> None:
@@ -89,7 +79,7 @@ def _launch(dst: Sequence[Tensor], srcs: Sequence[Tensor | None], block: int, nu
         row,
         tables,
         tables[table.numel() :],
-        DTYPE=_TL_DTYPE[base.dtype],
+        DTYPE=TL_DTYPE[base.dtype],
         BLOCK=block,
         num_warps=num_warps,
         enable_fp_fusion=True,
@@ -105,7 +95,7 @@ def flatten_into(dst: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
     for d, g in zip(dst, grads):
         if d.numel() == 0:
             continue
-        kernel_ok = d.is_contiguous() and d.dtype in _TL_DTYPE and (
+        kernel_ok = d.is_contiguous() and d.dtype in TL_DTYPE and (
             g is None
             or (g.is_contiguous() and g.shape == d.shape and g.dtype == d.dtype and g.device == d.device)
         )
@@ -120,11 +110,8 @@ def flatten_into(dst: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
             d.copy_(g)
     if not fast_dst:
         return
-    interpreted = _interpreted(_flatten_kernel)
-    if interpreted and fast_dst[0].device.type != "cpu":
-        raise RuntimeError(
-            "flatten_into: under TRITON_INTERPRET=1 the tensors must be CPU tensors (the kernel "
-            "reads the gradients through raw pointers)"
-        )
-    block, warps = _block_for(max(d.numel() for d in fast_dst), interpreted)
+    interp = interpreted(_flatten_kernel)
+    if interp:
+        require_cpu_under_interpreter(fast_dst[0].device, "flatten_into", "tensors")
+    block, warps = _block_for(max(d.numel() for d in fast_dst), interp)
     _launch(fast_dst, fast_src, block, warps)
