@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .kernels.dispatch import get_backend
+from .kernels import get_backend
 from .methods import GramMethod, MatrixMethod, Method, resolve_method
 
 __all__ = ["aggregate", "gramian"]

@@ -15,7 +15,7 @@ from torch import Tensor
 from .buffer import SharedBuffers, check_floating
 from .distributed import DATA_PARALLEL_MODES, DataParallelMode, make_reducer
 from .fsdp import Sharding, fsdp_handles
-from .kernels.dispatch import BACKENDS, get_backend
+from .kernels import BACKENDS, get_backend
 from .losses import check_task_weights_arg
 from .methods import GramMethod, Method, resolve_method
 from .stats import SurgeryStats

@@ -32,10 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["DoubleBackwardPath", "GramPath", "LossPath", "MatrixPath", "StepPath", "path_for"]
 
 
-def _backend_name(kernels: Backend) -> str:
-    return getattr(kernels, "name", None) or kernels.NAME  # type: ignore[attr-defined]
-
-
 class StepPath(Protocol):
     """How one kind of method runs a step; returns the step's stats (None for a micro-batch
     captured with ``sync=False``).
@@ -84,7 +80,7 @@ class _PerTaskGradientPath:
         parts = reducer.reduce_gram(gram_parts(buffers, kernels))
         host = to_host(captured.losses, parts, captured.finite_specific, surgery._inv_scale())
         host = replace(host, finite=reducer.agree(host.finite))
-        backend = "+".join(dict.fromkeys(_backend_name(k) for k in kernels)) or "torch"
+        backend = "+".join(dict.fromkeys(k.name for k in kernels)) or "torch"
         name, scale = surgery.method.name, surgery._scale(plan.num_tasks)
 
         def stats(weights: Tensor | None, bad: tuple[str, ...] = ()) -> SurgeryStats:
@@ -451,7 +447,7 @@ class RepresentationPath:
         if flags and not bool(torch.stack(flags).all()):
             host = replace(host, finite=torch.zeros_like(host.finite))
         bad = nonfinite_tasks(plan.names, host.finite, surgery.nonfinite)
-        backend = _backend_name(kernels)
+        backend = kernels.name
         if bad:
             return make_stats(
                 plan.names, host.losses, host.gram, None, method=name, backend=backend, nonfinite_tasks=bad

@@ -7,7 +7,7 @@ import torch
 
 import gradsurg
 from gradsurg.buffer import GradBuffer, SharedBuffers
-from gradsurg.kernels.dispatch import get_backend
+from gradsurg.kernels import get_backend
 from gradsurg.step import path_for, plan_step
 from gradsurg.step.capture import capture_task_gradients
 from gradsurg.step.gram import to_host
