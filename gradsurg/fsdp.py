@@ -52,8 +52,8 @@ def wrap_grad(param: Tensor, local: Tensor) -> Tensor:
 
     return DTensor.from_local(
         local,
-        param.device_mesh,
-        param.placements,
+        param.device_mesh,  # type: ignore[attr-defined]
+        param.placements,  # type: ignore[attr-defined]
         run_check=False,
         shape=param.shape,
         stride=param.stride(),  # type: ignore[attr-defined]

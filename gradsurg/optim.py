@@ -136,7 +136,7 @@ class GradSurgery(torch.optim.Optimizer):
             )
         self._path = path_for(self.method)
         self.groups = self._check_groups(groups, refresh_every)
-        self._group_methods: list[GramMethod] = []
+        self._group_methods: list[Method] = []
         if self.groups is not None:
             assert isinstance(self.method, GramMethod)
             self._group_methods = [self.method]
@@ -395,9 +395,11 @@ class GradSurgery(torch.optim.Optimizer):
             if path is not self._path:
                 # A micro-batch of a cached-weights step: its gradients are written; keep its
                 # losses for the stats of the whole step.
-                losses = torch.stack([v.detach().to(torch.float64) for v in plan.scalars])
-                total, count = self._cached_micro or (0.0, 0)
-                self._cached_micro = (losses + total, count + 1)
+                values = torch.stack([v.detach().to(torch.float64) for v in plan.scalars])
+                if self._cached_micro is not None:
+                    values = values + self._cached_micro[0]
+                count = 0 if self._cached_micro is None else self._cached_micro[1]
+                self._cached_micro = (values, count + 1)
             return None
         if self._cached_micro and path is not self._path:
             total, count = self._cached_micro

@@ -173,7 +173,7 @@ class GroupedGramPath(_PerTaskGradientPath):
     ``stats.gram`` is the Gram matrix of the whole shared gradient (the sum of the groups').
     """
 
-    def __init__(self, groups: list[list[Tensor]] | None, methods: list[GramMethod], reducer: Any) -> None:
+    def __init__(self, groups: list[list[Tensor]] | None, methods: list[Method], reducer: Any) -> None:
         self.groups = groups  # None: one group per shared parameter
         self.methods = methods
         self.reducer = reducer
@@ -203,6 +203,7 @@ class GroupedGramPath(_PerTaskGradientPath):
                     parts.append(backend.gram_lists([[buf.rows[t][j] for j in cols] for t in range(num_tasks)]))
             gram = to_host(host.losses, self.reducer.reduce_gram(parts), None, host.inv_scale).gram
             assert gram is not None
+            assert isinstance(group_method, GramMethod)
             weights = group_method.weights(gram, losses=host.losses) * scale
             weights_per_group.append(weights)
             w = weights.tolist()
@@ -427,7 +428,9 @@ class RepresentationPath:
                 "the last shared layer as features"
             )
         up = set(upstream)
-        rows, specific, flags = [], {}, []
+        rows: list[Tensor] = []
+        specific: dict[int, Tensor] = {}
+        flags: list[Tensor] = []
         for t, loss in enumerate(plan.scalars):
             own = [k for k in plan.reached[t] if k not in up]
             grads = torch.autograd.grad(
