@@ -62,11 +62,10 @@ def _combine_kernel(
 
 def _config(num_tasks: int, size: int, interpreted: bool) -> tuple[int, int, int]:
     """(BLOCK_P, ROWS, num_warps)."""
-    rows_cap, block = (_INTERP_ROWS, None) if interpreted else (_GPU_ROWS, _GPU_BLOCK)
-    rows = min(rows_cap, triton.next_power_of_2(num_tasks))
     if interpreted:
+        rows = min(_INTERP_ROWS, triton.next_power_of_2(num_tasks))
         return interp_block(size, _INTERP_TARGET_BLOCKS, _INTERP_MIN_BLOCK, _INTERP_MAX_BLOCK), rows, 4
-    return block, rows, _GPU_WARPS
+    return _GPU_BLOCK, min(_GPU_ROWS, triton.next_power_of_2(num_tasks)), _GPU_WARPS
 
 
 def _launch(out: Tensor, matrix: Tensor, w32: Tensor, beta: float, block: int, rows: int, warps: int) -> None:
