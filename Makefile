@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: setup test lint toy train-demo clean
+.PHONY: setup test lint toy train-demo clean gpu-check
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,14 @@ toy: setup
 # reference training script.
 train-demo: setup
 	$(BIN)/python examples/train_glue_summarization.py --preset tiny --glue sst2 --summarization aeslc --steps 30 --max-train 64 --max-eval 32 --output-dir runs/demo
+
+# On a machine with a CUDA GPU (and a CUDA build of torch): build the CUDA extension, run the
+# kernel tests and a correctness sweep on the GPU, print the kernel table; PASS/FAIL per part,
+# exit 0 only if every check passed. Fails (exit 2) where there is no GPU. Flags go in ARGS, e.g.
+# make gpu-check ARGS="--quick --out runs/gpu" (python -m benchmarks.gpu_check --help).
+# Uses the venv's python if there is one, else $(PYTHON).
+gpu-check:
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m benchmarks.gpu_check $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
