@@ -1,0 +1,307 @@
+"""Hard inputs for the solvers of moco, mgda, cagrad, config, upgrad, dualproj, nash_mtl, pcgrad
+and cosreg: huge and tiny gradients, norms differing by up to 1e30 (Gram diagonals by 1e60 and
+more), rank-deficient Gram matrices (T > P, parallel and stationary gradients) and invalid
+options.
+
+Every expected value is an exact answer or a textbook definition evaluated on the explicit
+vectors, never the code under test:
+
+* exact rational arithmetic (``fractions.Fraction`` on the float64 values, which are exact binary
+  fractions) for the simplex projection and MoCo's step, the min-norm point of a convex hull (by
+  enumerating its faces), the projection onto the dual cone {x : J x ≥ 0} (by enumerating active
+  sets) and PCGrad's sequential projections;
+* optimality certificates checked in exact arithmetic where enumeration is too large (MGDA with
+  T = 64: Wolfe's optimality conditions), or in float64 on the explicit vectors where the answer
+  is irrational (Nash-MTL's equation α_i ⟨g_i, d⟩ = 1, CAGrad's max-min optimality conditions);
+* TorchJD's property definitions (tests/unit/aggregation/_asserts.py of TorchJD): non-conflicting
+  (‖(J d)₊‖ = ‖J d‖), permutation-invariant, linear under scaling
+  (A(diag(αc₁ + βc₂) J) = α A(diag(c₁) J) + β A(diag(c₂) J)), on matrices sampled as TorchJD's
+  samplers do (float32, rank-deficient, stationary).
+
+Tolerances are relative and scale-free: errors are measured against Σ_i |w_i|·‖g_i‖ (the size of
+the combination, which bounds float64 rounding in forming it) or as cosines with each task.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from fractions import Fraction as Fr
+
+import pytest
+import torch
+
+import gradsurg
+from gradsurg.methods._minnorm import min_norm_weights
+from gradsurg.methods.cagrad import CAGrad, cagrad_weights
+from gradsurg.methods.config import config_weights
+from gradsurg.methods.cosreg import CosReg, differentiable_gram
+from gradsurg.methods.dualproj import DualProj, dualproj_weights
+from gradsurg.methods.moco import MoCo, project_simplex
+from gradsurg.methods.nash_mtl import NashMTL, nash_mtl_weights
+from gradsurg.methods.pcgrad import pcgrad_weights, random_orders
+from gradsurg.methods.upgrad import UPGrad, upgrad_weights
+
+F64 = torch.float64
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact (rational) oracles
+# ----------------------------------------------------------------------------------------------
+
+
+def fr_rows(J: torch.Tensor) -> list[list[Fr]]:
+    return [[Fr(float(x)) for x in row] for row in J.tolist()]
+
+
+def dot(a, b) -> Fr:
+    return sum((x * y for x, y in zip(a, b)), Fr(0))
+
+
+def fr_solve(A, b):
+    """Exact solution of the square system A x = b, or None if A is singular."""
+    n = len(A)
+    M = [[*A[i], b[i]] for i in range(n)]
+    for c in range(n):
+        p = next((r for r in range(c, n) if M[r][c] != 0), None)
+        if p is None:
+            return None
+        M[c], M[p] = M[p], M[c]
+        for r in range(n):
+            if r != c and M[r][c] != 0:
+                f = M[r][c] / M[c][c]
+                M[r] = [x - f * y for x, y in zip(M[r], M[c])]
+    return [M[i][n] / M[i][i] for i in range(n)]
+
+
+def fr_independent(rows) -> bool:
+    M = [list(r) for r in rows]
+    rank = 0
+    for c in range(len(M[0]) if M else 0):
+        p = next((r for r in range(rank, len(M)) if M[r][c] != 0), None)
+        if p is None:
+            continue
+        M[rank], M[p] = M[p], M[rank]
+        for r in range(len(M)):
+            if r != rank and M[r][c] != 0:
+                f = M[r][c] / M[rank][c]
+                M[r] = [x - f * y for x, y in zip(M[r], M[rank])]
+        rank += 1
+    return rank == len(M)
+
+
+def exact_simplex_projection(v: list[Fr]) -> list[Fr]:
+    """argmin_{x ∈ Δ} ‖x − v‖: the x = max(v − τ, 0) with Σx = 1, τ found exactly by trying
+    every support size (Held, Wolfe & Crowder 1974)."""
+    srt = sorted(v, reverse=True)
+    for k in range(len(v), 0, -1):
+        tau = (sum(srt[:k], Fr(0)) - 1) / k
+        if srt[k - 1] > tau:
+            return [max(x - tau, Fr(0)) for x in v]
+    raise AssertionError("unreachable")
+
+
+def exact_min_norm_point(J: torch.Tensor) -> tuple[list[Fr], list[Fr]]:
+    """The min-norm point of conv(rows of J) and its weights, exactly: the point is the min-norm
+    point of the affine hull of some affinely independent face, with non-negative weights, that
+    satisfies ⟨g_j, x⟩ ≥ ‖x‖² for every j (Wolfe 1976's optimality condition)."""
+    g = fr_rows(J)
+    T = len(g)
+    G = [[dot(a, b) for b in g] for a in g]
+    for k in range(1, T + 1):
+        for S in itertools.combinations(range(T), k):
+            A = [[G[i][j] for j in S] + [Fr(1)] for i in S] + [[Fr(1)] * k + [Fr(0)]]
+            sol = fr_solve(A, [Fr(0)] * k + [Fr(1)])
+            if sol is None or any(x < 0 for x in sol[:k]):
+                continue
+            x = [sum((sol[a] * g[i][p] for a, i in enumerate(S)), Fr(0)) for p in range(len(g[0]))]
+            nx = dot(x, x)
+            if all(dot(g[j], x) >= nx for j in range(T)):
+                w = [Fr(0)] * T
+                for a, i in enumerate(S):
+                    w[i] = sol[a]
+                return x, w
+    raise AssertionError("no optimal face")
+
+
+def exact_dual_cone_projection(J: torch.Tensor, g: list[Fr]) -> list[Fr]:
+    """argmin ‖x − g‖ over {x : J x ≥ 0}: for the optimal active set S the projection is g minus
+    its projection on span(g_i, i ∈ S); among the feasible candidates the nearest to g wins."""
+    rows = fr_rows(J)
+    T = len(rows)
+    best, best_d = None, None
+    for k in range(T + 1):
+        for S in itertools.combinations(range(T), k):
+            A = [rows[i] for i in S]
+            if S and not fr_independent(A):
+                continue
+            x = list(g)
+            if S:
+                lam = fr_solve([[dot(a, b) for b in A] for a in A], [dot(a, g) for a in A])
+                x = [g[p] - sum((lam[q] * A[q][p] for q in range(k)), Fr(0)) for p in range(len(g))]
+            if all(dot(r, x) >= 0 for r in rows):
+                diff = [a - b for a, b in zip(x, g)]
+                dist = dot(diff, diff)
+                if best is None or dist < best_d:
+                    best, best_d = x, dist
+    return best
+
+
+def exact_pcgrad(J: torch.Tensor, order: list[list[int]]) -> list[Fr]:
+    """Yu et al. 2020, Algorithm 1, on the explicit vectors, exactly."""
+    g = fr_rows(J)
+    total = [Fr(0)] * len(g[0])
+    for i in range(len(g)):
+        v = list(g[i])
+        for j in order[i]:
+            if j == i:
+                continue
+            d, nj = dot(v, g[j]), dot(g[j], g[j])
+            if d < 0 and nj > 0:
+                v = [a - d / nj * b for a, b in zip(v, g[j])]
+        total = [a + b for a, b in zip(total, v)]
+    return total
+
+
+def to_t(v) -> torch.Tensor:
+    return torch.tensor([float(x) for x in v], dtype=F64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Matrices
+# ----------------------------------------------------------------------------------------------
+
+
+def scaled_rows(T: int, P: int, seed: int, lo: float, hi: float, fp32: bool = False) -> torch.Tensor:
+    """Random unit directions scaled by 10^e, e spread over [lo, hi] in random order (float64;
+    ``fp32``: every value representable in float32)."""
+    gen = torch.Generator().manual_seed(seed)
+    D = torch.randn(T, P, generator=gen, dtype=F64)
+    D = D / D.norm(dim=1, keepdim=True)
+    e = torch.linspace(lo, hi, T, dtype=F64)[torch.randperm(T, generator=gen)]
+    J = D * (10.0**e)[:, None]
+    return J.float().double() if fp32 else J
+
+
+def _orth_complement(Q: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    m, k = Q.shape
+    A = torch.randn(m, m - k, generator=gen)
+    return torch.linalg.qr(A - Q @ (Q.T @ A))[0]
+
+
+def torchjd_like(kind: str, m: int, n: int, r: int, seed: int) -> torch.Tensor:
+    """float32 (m, n) matrices of rank r sampled as TorchJD's test samplers (NormalSampler,
+    StrongSampler, StrictlyWeakSampler, NonWeakSampler) do."""
+    gen = torch.Generator().manual_seed(seed)
+    nrm = torch.nn.functional.normalize
+    Vt = _orth_complement(torch.zeros(n, 0), gen)
+    S = torch.diag(torch.randn(r, generator=gen).abs())
+    if kind == "normal":
+        U = _orth_complement(torch.zeros(m, 0), gen)
+        return U[:, :r] @ S @ Vt[:r]
+    if kind == "strong":  # v > 0 with vᵀA = 0
+        v = torch.randn(m, generator=gen).abs()
+        U = _orth_complement(nrm(v, dim=0)[:, None], gen)
+        return U[:, :r] @ S @ Vt[:r]
+    if kind == "weak":  # v ≥ 0 (with zeros) with vᵀA = 0, but no positive one
+        u = torch.randn(m, generator=gen).abs()
+        split = int(torch.randint(1, m, (), generator=gen))
+        perm = torch.randperm(m, generator=gen)
+        v, vp = torch.zeros(m), torch.zeros(m)
+        v[perm[:split]] = nrm(u[perm[:split]], dim=0)
+        vp[perm[split:]] = nrm(u[perm[split:]], dim=0)
+        U1 = torch.stack([v, vp]).T
+        U = torch.hstack([U1, _orth_complement(U1, gen)])
+        return U[:, 1 : r + 1] @ S @ Vt[:r]
+    # "nonweak": a positive left singular vector with a positive singular value
+    u = torch.randn(m, generator=gen).abs()
+    U1 = nrm(u, dim=0)[:, None]
+    U = torch.hstack([U1, _orth_complement(U1, gen)])
+    return U[:, :r] @ S @ Vt[:r]
+
+
+def assert_non_conflicting(J: torch.Tensor, d: torch.Tensor, tol: float, msg: str = "") -> None:
+    """Every task's cosine with d is ≥ −tol (d = 0 passes)."""
+    J, d = J.to(F64), d.to(F64)
+    nd = float(d.norm())
+    if nd == 0.0:
+        return
+    n = J.norm(dim=1)
+    live = n > 0
+    cos = (J[live] @ d) / (n[live] * nd)
+    assert float(cos.min()) >= -tol, f"{msg}: min cosine {float(cos.min()):.3e}"
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. MoCo: the simplex projection at huge scales
+# ----------------------------------------------------------------------------------------------
+
+
+def exact_moco(J: torch.Tensor, gamma: float, rho: float, steps: list[torch.Tensor], beta: float):
+    """MoCo (Fernando et al. 2023, Alg. 1) in exact arithmetic: y tracks the gradients (y = g at the
+    first step), λ ← Π_Δ(λ − γ(YYᵀ + ρI)λ), d = Yᵀλ. Returns the updates."""
+    T = J.shape[0]
+    y = None
+    lam = [Fr(1, T)] * T
+    out = []
+    for g in steps:
+        rows = fr_rows(g)
+        if y is None:
+            y = rows
+        else:
+            b = Fr(beta)
+            y = [[a - b * (a - c) for a, c in zip(ya, ra)] for ya, ra in zip(y, rows)]
+        G = [[dot(a, c) for c in y] for a in y]
+        step = [sum((G[i][j] * lam[j] for j in range(T)), Fr(0)) + Fr(rho) * lam[i] for i in range(T)]
+        lam = exact_simplex_projection([lam[i] - Fr(gamma) * step[i] for i in range(T)])
+        out.append([sum((lam[i] * y[i][p] for i in range(T)), Fr(0)) for p in range(len(y[0]))])
+    return out
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [[1e9, 0.0], [0.0, 1e9]],  # equal norms: λ stays (½, ½)
+        [[1e9, 0.0], [0.0, 2e9]],  # λ → the smaller gradient
+        [[3e8, 4e8, 0.0], [0.0, 3e8, 4e8], [4e8, 0.0, 3e8]],  # 1e8.5-ish norms, equal Gram rows
+        [[1e19, 0.0, 0.0], [0.0, 1e19, 0.0], [1e18, 0.0, 1e18]],
+        [[1e-30, 0.0], [0.0, 2e-30]],  # tiny: the step does nothing, λ stays uniform
+    ],
+)
+def test_moco_huge_and_tiny_gradients_exact(rows):
+    # Before: the projection computed 0/0 (NaN) once γ(YYᵀλ) reached ~1e16.
+    steps = [torch.tensor(rows, dtype=torch.float32), torch.tensor(rows, dtype=torch.float32) * 0.75]
+    method = MoCo(beta=0.5, gamma=0.1)
+    expected = exact_moco(steps[0], 0.1, 0.0, steps, 0.5)
+    for J, ref in zip(steps, expected):
+        out = torch.empty(J.shape[1], dtype=J.dtype)
+        method.combine_into(out, J)
+        ref = to_t(ref)
+        assert torch.isfinite(out).all(), out
+        assert float((out.double() - ref).norm()) <= 1e-6 * float(ref.norm()), (out, ref)
+        assert abs(float(method.lamda.sum()) - 1.0) <= 1e-15 and bool((method.lamda >= 0).all())
+
+
+def test_moco_float64_beyond_float32_range():
+    # float64 gradients whose squares overflow float64 (1e200² = inf): Y is scaled by a power of
+    # two before its Gram matrix is formed.
+    J = torch.tensor([[1e200, 0.0, 0.0], [0.0, 1e200, 0.0], [0.0, 0.0, 3e200]], dtype=F64)
+    method = MoCo(gamma=0.1)
+    out = torch.empty(3, dtype=F64)
+    method.combine_into(out, J)
+    ref = to_t(exact_moco(J, 0.1, 0.0, [J], 0.5)[0])
+    assert torch.isfinite(out).all()
+    assert float((out - ref).norm()) <= 1e-15 * float(ref.norm()), (out, ref)  # (½, ½, 0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_project_simplex_matches_exact(seed):
+    gen = torch.Generator().manual_seed(seed)
+    n = 2 + seed
+    scale = 10.0 ** (4 * seed)  # up to 1e20
+    v = torch.randn(n, generator=gen, dtype=F64) * scale
+    v[: n // 2] = v[0] + torch.rand(n // 2, generator=gen, dtype=F64)  # ties within 1 of the top
+    got = project_simplex(v)
+    ref = to_t(exact_simplex_projection([Fr(float(x)) for x in v]))
+    assert torch.isfinite(got).all()
+    assert float((got - ref).abs().max()) <= 4e-16 * max(1.0, float(v.abs().max()) / 2**52), (got, ref)
