@@ -8,6 +8,12 @@ The update is the min-norm point of the convex hull of the task gradients,
 a common descent direction for every task unless it is zero, in which case the parameters are
 Pareto-stationary. gradsurg solves it exactly (Wolfe's min-norm-point algorithm on G) rather
 than with the Frank-Wolfe iterations of the paper's code, which stop short of float64 precision.
+
+Scale: every test and solve in :mod:`._minnorm` is relative to each gradient's own norm, so the
+answer is exact for norms differing by up to 1e30 (Gram diagonals by 1e60). The earlier version
+tested optimality against an absolute tolerance at the scale of the largest gradient and
+stopped early once norms differed by ≳ 3e6 (T ≥ 3): for g = (1, 0, 0), (−1, 0, 0),
+(0, 1e7, 0) it returned g_1, which conflicts with g_2, instead of the exact answer 0.
 """
 
 from __future__ import annotations

@@ -305,3 +305,74 @@ def test_project_simplex_matches_exact(seed):
     ref = to_t(exact_simplex_projection([Fr(float(x)) for x in v]))
     assert torch.isfinite(got).all()
     assert float((got - ref).abs().max()) <= 4e-16 * max(1.0, float(v.abs().max()) / 2**52), (got, ref)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. MGDA: Wolfe's algorithm, exact and scale-free
+# ----------------------------------------------------------------------------------------------
+
+
+def test_mgda_small_tasks_cancel_beside_a_large_one():
+    # Before: [1, 0, 0], which conflicts with task 2; the exact min-norm point is 0.
+    J = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [0, 1e7, 0]])
+    d = gradsurg.aggregate(J, "mgda", backend="torch")
+    assert torch.equal(d, torch.zeros(3)), d
+
+
+@pytest.mark.parametrize("ratio", [3e6, 1e10, 1e20, 1e30])
+def test_mgda_norm_ratios_exact(ratio):
+    # Two small tasks cancel up to a small remainder, a large one is oblique to both.
+    J = torch.tensor([[1.0, 0.25, 0.0], [-1.0, 0.5, 0.0], [0.3 * ratio, ratio, ratio]], dtype=F64)
+    w = min_norm_weights(J @ J.T)
+    x, wx = exact_min_norm_point(J)
+    x = to_t(x)
+    m = float(to_t(wx) @ J.norm(dim=1))
+    assert float((w @ J - x).norm()) <= 1e-13 * m, (w, [float(a) for a in wx])
+
+
+def _general_position(seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    T = 3 + seed % 3
+    P = 2 + seed % 4
+    span = [0.0, 6.0, 15.0, 30.0][seed % 4]
+    e = (torch.rand(T, 1, generator=gen, dtype=F64) * 2 - 1) * span
+    return torch.randn(T, P, generator=gen, dtype=F64) * 10.0**e
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_mgda_exact_vs_face_enumeration(seed):
+    J = _general_position(seed)
+    w = min_norm_weights(J @ J.T)
+    assert bool((w >= 0).all()) and abs(float(w.sum()) - 1.0) <= 1e-14
+    x, wx = exact_min_norm_point(J)
+    m = float(to_t(wx) @ J.norm(dim=1))
+    assert float((w @ J - to_t(x)).norm()) <= 1e-12 * m, (seed, w.tolist(), [float(a) for a in wx])
+
+
+def _wolfe_certificate(J: torch.Tensor, w: torch.Tensor, tol: float) -> None:
+    """Wolfe's optimality conditions, exactly on the explicit vectors: with x = Σ w_i g_i,
+    ⟨g_j, x⟩ ≥ ‖x‖² for every j, with equality where w_j > 0 (relative to m(‖g_j‖ + m), m =
+    Σ w_i ‖g_i‖, the rounding level of any float64 evaluation)."""
+    g = fr_rows(J)
+    wf = [Fr(float(a)) for a in w]
+    total = sum(wf, Fr(0))
+    wf = [a / total for a in wf]
+    x = [sum((wf[i] * g[i][p] for i in range(len(g))), Fr(0)) for p in range(len(g[0]))]
+    nx = dot(x, x)
+    norms = J.norm(dim=1)
+    m = float(w @ norms)
+    for j in range(len(g)):
+        gap = float(dot(g[j], x) - nx) / (m * (float(norms[j]) + m))
+        assert gap >= -tol, (j, gap)
+        if float(w[j]) > 0:
+            assert abs(gap) <= tol, (j, gap)
+
+
+@pytest.mark.parametrize("T,P,span", [(16, 24, 15.0), (64, 72, 15.0), (64, 32, 10.0), (40, 40, 0.0)])
+def test_mgda_kkt_certificate_large_t(T, P, span):
+    gen = torch.Generator().manual_seed(T + P)
+    e = (torch.rand(T, 1, generator=gen, dtype=F64) * 2 - 1) * span
+    J = torch.randn(T, P, generator=gen, dtype=F64) * 10.0**e
+    w = min_norm_weights(J @ J.T)
+    assert bool((w >= 0).all()) and abs(float(w.sum()) - 1.0) <= 1e-14
+    _wolfe_certificate(J, w, 1e-12)
