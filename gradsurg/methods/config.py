@@ -18,8 +18,15 @@ pinv(U) = Uᵀ G_u⁺, so pinv(U) 1 = Jᵀ β with β = D⁻¹ G_u⁺ 1. Then �
 
 A zero gradient has no direction: its row of U is 0 (as TorchJD's ``nan_to_num``), so it gets
 no weight in β, but it still counts (with 0) in the length. If pinv(U) 1 = 0 (e.g. g_2 = −g_1)
-the weights are 0. When U x = 1 has no solution (dependent unit vectors, e.g. g_3 ∥ g_1 + g_2),
-pinv(U)·1 is only its least-squares solution: the cosines are then not all equal, and the length
+the weights are 0. That happens exactly when 1 is orthogonal to the range of U (pinv(U) 1 =
+pinv(U) P 1, P the projector on range(U)), e.g. parallel gradients with as many pointing one way
+as the other. It is decided on ‖P 1‖ ≤ 1e-10·‖1‖, not on pinv(U) 1 itself: the previous version
+normalised whatever rounding left of pinv(U) 1 (~1e-16) into a unit direction and returned an
+update of full length along it, so the update was not linear under row scaling (TorchJD's
+property, A(diag(αc₁ + βc₂) J) = α A(diag(c₁) J) + β A(diag(c₂) J), failed on a T = 4, P = 3
+rank-1 float64 matrix whose rows point two one way and two the other; TorchJD returns ~1e-11).
+When U x = 1 has no solution (dependent unit vectors, e.g. g_3 ∥ g_1 + g_2), pinv(U)·1 is only
+its least-squares solution: the cosines are then not all equal, and the length
 Σ_i g_iᵀ d_u may even be negative (the update then points along −d_u), as in the paper's and
 TorchJD's formula. G_u⁺ drops eigenvalues ≤ 1e-12 · λ_max: below that the eigenvalues of a
 computed G_u are rounding noise (torch.linalg.pinv on U cuts singular values at max(T, P)·eps
@@ -39,6 +46,8 @@ from .base import GramMethod
 __all__ = ["ConFIG", "config_weights"]
 
 _RCOND = 1e-12
+# ‖projection of 1 on range(U)‖ / ‖1‖ at or below which pinv(U) 1 counts as 0.
+_ORTH_TOL = 1e-10
 
 
 def config_weights(gram: Tensor) -> Tensor:
@@ -55,7 +64,12 @@ def config_weights(gram: Tensor) -> Tensor:
     keep = lam > _RCOND * float(lam.max())
     lam, vecs = lam[keep], vecs[:, keep]
     ones = torch.ones(num_tasks, dtype=gram.dtype)
-    beta = inv * (vecs @ ((vecs.T @ ones) / lam))
+    coef = vecs.T @ ones  # 1 in the eigenbasis of the range of U: its projection there
+    if not float(coef.norm()) > _ORTH_TOL * num_tasks**0.5:
+        # 1 ⟂ range(U): pinv(U) 1 = 0 exactly, and what is left is rounding noise, whose direction
+        # must not be normalised into an update (see the module docstring).
+        return w
+    beta = inv * (vecs @ (coef / lam))
     norm_sq = float(beta @ gram @ beta)
     if not norm_sq > 0:
         return w

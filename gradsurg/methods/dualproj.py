@@ -5,7 +5,9 @@ of Section 3 / Appendix).
     DualProj(J) = π_C(ḡ),   ḡ = (1/T) Σ_i g_i,   C = {x : J x ≥ 0}.
 
 By Proposition 1 of the paper, π_C(Jᵀu) = Jᵀ v* with v* ∈ argmin_{v ≥ u} ½ vᵀ G v; here
-u = 1/T, and v* comes from the exact active-set solver of :mod:`gradsurg.methods._qp`. The update
+u = 1/T, and v* comes from the exact active-set solver of :mod:`gradsurg.methods._qp` (on a
+Jacobi-scaled factor of G; minimum-norm weights of the projection when G is singular, see
+:mod:`.upgrad`). The update
 satisfies J·d ≥ 0, is invariant to relabelling the tasks and positively homogeneous.
 
 Difference from TorchJD (``torchjd.aggregation.DualProj``): as for :mod:`.upgrad`, TorchJD

@@ -8,9 +8,14 @@ gradients (the vectors that conflict with none of them), and the projections are
 
 By Proposition 1 of the paper, π_C(Jᵀu) = Jᵀ v* with v* ∈ argmin_{v ≥ u} ½ vᵀ G v, G = J Jᵀ; for
 g_i, u = e_i. So the weights are w = (1/T) Σ_i v*_i, and every v*_i comes from the exact
-active-set solver of :mod:`gradsurg.methods._qp` on G itself. The result satisfies J·d ≥ 0
-(no task is harmed to first order), is invariant to relabelling the tasks, and is positively
-homogeneous (scaling all gradients by s > 0 scales d by s).
+active-set solver of :mod:`gradsurg.methods._qp` (Lawson–Hanson on a Jacobi-scaled factor of G,
+factored once for the T projections). When G is singular (T > P, dependent gradients) v*_i is
+not unique; the weights are then the minimum-norm ones of the same projections, so they do not
+depend on the labelling of the tasks and stay O(1) (the earlier Gram-space solver returned
+weights up to ~1e6 along the null space there, which a float32 combination rounded into
+conflicts, and moved by 1e-3 under relabelling on TorchJD's T = 20 > P = 10 property matrices).
+The result satisfies J·d ≥ 0 (no task is harmed to first order), is invariant to relabelling the
+tasks, and is positively homogeneous (scaling all gradients by s > 0 scales d by s).
 
 Difference from TorchJD (``torchjd.aggregation.UPGrad``): TorchJD's default projector divides G by
 its trace, adds ``reg_eps = 1e-4`` times the identity and returns zero weights when the trace is
@@ -25,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._qp import dual_cone_weights
+from ._qp import dual_cone_weights_many
 from .base import GramMethod
 
 __all__ = ["DualConeMethod", "UPGrad", "upgrad_weights"]
@@ -35,10 +40,7 @@ def upgrad_weights(gram: Tensor, reg_eps: float = 0.0) -> Tensor:
     """UPGrad weights ``w`` (float64, ``(T,)``); ``w @ J`` is the mean projected gradient."""
     num_tasks = gram.shape[0]
     eye = torch.eye(num_tasks, dtype=gram.dtype)
-    total = torch.zeros(num_tasks, dtype=gram.dtype)
-    for i in range(num_tasks):
-        total += dual_cone_weights(gram, eye[i], reg_eps)
-    return total / num_tasks
+    return dual_cone_weights_many(gram, eye, reg_eps).sum(dim=0) / num_tasks
 
 
 class DualConeMethod(GramMethod):
@@ -51,8 +53,8 @@ class DualConeMethod(GramMethod):
 
     def __init__(self, reg_eps: float = 0.0) -> None:
         super().__init__()
-        if not (isinstance(reg_eps, (int, float)) and reg_eps >= 0):
-            raise ValueError(f"reg_eps: must be a non-negative number, got {reg_eps!r}")
+        if isinstance(reg_eps, bool) or not (isinstance(reg_eps, (int, float)) and 0 <= reg_eps < float("inf")):
+            raise ValueError(f"reg_eps: must be a finite number ≥ 0, got {reg_eps!r}")
         self.reg_eps = float(reg_eps)
 
     def extra_repr(self) -> str:

@@ -376,3 +376,82 @@ def test_mgda_kkt_certificate_large_t(T, P, span):
     w = min_norm_weights(J @ J.T)
     assert bool((w >= 0).all()) and abs(float(w.sum()) - 1.0) <= 1e-14
     _wolfe_certificate(J, w, 1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Rank-deficient Gram matrices: ConFIG linear under scaling, UPGrad/DualProj permutation
+# ----------------------------------------------------------------------------------------------
+
+
+def _linear_under_scaling(agg, J: torch.Tensor, gen: torch.Generator, tol: float) -> None:
+    for _ in range(5):
+        c1 = torch.rand(J.shape[0], generator=gen, dtype=J.dtype)
+        c2 = torch.rand(J.shape[0], generator=gen, dtype=J.dtype)
+        a = torch.rand((), generator=gen, dtype=J.dtype)
+        b = torch.rand((), generator=gen, dtype=J.dtype)
+        x = agg(torch.diag(a * c1 + b * c2) @ J)
+        expected = a * agg(torch.diag(c1) @ J) + b * agg(torch.diag(c2) @ J)
+        torch.testing.assert_close(x, expected, atol=tol, rtol=tol)
+
+
+def test_config_balanced_parallel_gradients_give_zero():
+    # Rank 1, two rows one way and two the other: 1 ⟂ range(U), pinv(U) 1 = 0, so the update is
+    # 0 (the textbook formula; TorchJD gives ~1e-11). Before: rounding left ~1e-16 of pinv(U) 1,
+    # which was normalised into a full-length update along ±v.
+    v = torch.tensor([0.3, -1.2, 0.7], dtype=F64)
+    J = torch.tensor([1.0, 2.5, -0.5, -4.0], dtype=F64)[:, None] * v
+    assert float(config_weights(J @ J.T).abs().max()) == 0.0
+    agg = lambda M: gradsurg.aggregate(M, "config", backend="torch")  # noqa: E731
+    _linear_under_scaling(agg, J, torch.Generator().manual_seed(0), 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind,m,n,r", [("normal", 4, 3, 1), ("normal", 4, 3, 2), ("normal", 4, 3, 3),
+                                        ("strong", 20, 100, 1), ("strong", 20, 10, 5), ("weak", 20, 10, 10)])
+def test_config_linear_under_scaling_rank_deficient(dtype, kind, m, n, r):
+    gen = torch.Generator().manual_seed(m * n + r)
+    for seed in range(4):
+        J = torchjd_like(kind, m, n, r, seed).to(dtype)
+        agg = lambda M: gradsurg.aggregate(M, "config", backend="torch")  # noqa: E731
+        _linear_under_scaling(agg, J, gen, 1e-4)
+
+
+@pytest.mark.parametrize("method", ["upgrad", "dualproj"])
+@pytest.mark.parametrize("kind,m,n,r", [("weak", 20, 10, 10), ("weak", 20, 10, 5), ("weak", 20, 100, 19),
+                                        ("strong", 20, 10, 5), ("nonweak", 20, 10, 5), ("normal", 20, 10, 10)])
+def test_dual_cone_methods_on_rank_deficient_float32(method, kind, m, n, r):
+    # TorchJD's properties (its tolerances: permutation 5e-7 for UPGrad, non-conflicting 4e-4).
+    # Before: the Gram-space solver discarded a near-singular direction whose contribution to the
+    # projection is O(1): permutations moved UPGrad by 1e-3, and active sets of nearly dependent
+    # columns gave weights ~1e6 that a float32 combination rounded into conflicts.
+    J = torchjd_like(kind, m, n, r, seed=3)
+    agg = lambda M: gradsurg.aggregate(M, method, backend="torch")  # noqa: E731
+    d = agg(J)
+    out = J.double() @ d.double()
+    assert float(out.clamp(max=0).norm()) <= 4e-4 * float(out.norm()) + 4e-4
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(5):
+        perm = torch.randperm(m, generator=gen)
+        torch.testing.assert_close(agg(J[perm]), d, atol=5e-7, rtol=5e-7)
+    if method == "upgrad":
+        _linear_under_scaling(agg, J, gen, 6e-2)  # TorchJD's tolerance for UPGrad
+
+
+@pytest.mark.parametrize("method", ["upgrad", "dualproj"])
+@pytest.mark.parametrize("seed", range(3))
+def test_dual_cone_methods_exact_when_t_exceeds_p(method, seed):
+    # T = 5 > P = 3 (rank 3, G singular): the exact projections by active-set enumeration.
+    gen = torch.Generator().manual_seed(seed)
+    J = torch.randn(5, 3, generator=gen, dtype=F64) * torch.tensor([1.0, 1e-3, 1e3, 1.0, 10.0], dtype=F64)[:, None]
+    G = J @ J.T
+    T = J.shape[0]
+    if method == "upgrad":
+        projs = [exact_dual_cone_projection(J, fr_rows(J)[i]) for i in range(T)]
+        ref = to_t([sum((p[k] for p in projs), Fr(0)) / T for k in range(3)])
+        w = upgrad_weights(G)
+    else:
+        mean = [sum((Fr(float(J[i, k])) for i in range(T)), Fr(0)) / T for k in range(3)]
+        ref = to_t(exact_dual_cone_projection(J, mean))
+        w = dualproj_weights(G)
+    m = float(J.norm(dim=1).max())
+    assert float((w @ J - ref).norm()) <= 1e-12 * m, (w @ J, ref)
