@@ -379,6 +379,89 @@ def test_mgda_kkt_certificate_large_t(T, P, span):
 
 
 # ----------------------------------------------------------------------------------------------
+# 3. CAGrad: a maximiser when g_w* = 0, and its options
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("c", [1.0, 2.0])
+@pytest.mark.parametrize("kind,m,n,r", [("normal", 20, 10, 10), ("normal", 9, 11, 5), ("normal", 4, 3, 3),
+                                        ("strong", 20, 10, 5), ("weak", 20, 10, 10), ("weak", 20, 100, 19),
+                                        ("nonweak", 20, 10, 5)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cagrad_non_conflicting_for_c_at_least_one(c, kind, m, n, r, seed):
+    # TorchJD's test_non_conflicting for CAGrad(c ∈ {1, 2}). Before: on these T = 20 and T > P
+    # matrices the dual optimum is at g_w* = 0 and the old d = g0 conflicted with some task.
+    J = torchjd_like(kind, m, n, r, seed)
+    d = gradsurg.aggregate(J, CAGrad(c=c, rescale=0), backend="torch")
+    out = J.double() @ d.double()
+    assert float(out.clamp(max=0).norm()) <= 4e-4 * float(out.norm()) + 4e-4, out
+    # much tighter than TorchJD's 4e-4: no ⟨g_i, d⟩ below float32 rounding of the combination
+    scale = float(J.double().norm(dim=1).max()) * float(J.double().mean(dim=0).norm())
+    assert float(out.min()) >= -1e-6 * scale, (kind, c, float(out.min()), scale)
+
+
+@pytest.mark.parametrize("c", [0.4, 1.0, 2.0])
+def test_cagrad_zero_dual_optimum_returns_the_maximiser_closest_to_g0(c):
+    # Task 1 has a zero gradient, so g_w = 0 is in the hull and the dual value there is 0, an
+    # upper bound of the max-min value max_{‖d−g0‖ ≤ c‖g0‖} min_i ⟨g_i, d⟩ (weak duality). g0
+    # conflicts with task 3 (value −0.0133), so it is not a maximiser (before: d = g0). Any
+    # feasible d of value 0 is; the one closest to g0 is the projection of g0 onto
+    # {x : J x ≥ 0}, computed exactly here.
+    J = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.1, 0.0], [-0.8, 0.3, 0.0]], dtype=F64)
+    g0 = J.mean(dim=0)
+    assert float((J @ g0).min()) < -0.01  # g0 conflicts
+    w = cagrad_weights(J @ J.T, c, rescale=0)
+    d = w @ J
+    mean = [sum((Fr(float(J[i, k])) for i in range(3)), Fr(0)) / 3 for k in range(3)]
+    ref = to_t(exact_dual_cone_projection(J, mean))
+    assert float((d - ref).norm()) <= 1e-14, (d, ref)
+    assert float((d - g0).norm()) <= c * float(g0.norm())  # feasible
+    assert float((J @ d).min()) >= -1e-15  # value 0: optimal
+    # rescale divides the same d
+    torch.testing.assert_close(cagrad_weights(J @ J.T, c, rescale=1) @ J, d / (1 + c * c))
+
+
+@pytest.mark.parametrize("c", [0.4, 1.0])
+@pytest.mark.parametrize("seed", range(4))
+def test_cagrad_extreme_scales_optimal(c, seed):
+    J = scaled_rows(4, 5, seed, -40.0, 40.0)
+    w = cagrad_weights(J @ J.T, c, rescale=0)
+    assert torch.isfinite(w).all()
+    d = w @ J
+    g0 = J.mean(dim=0)
+    k = w - 0.25  # d = g0 + (c'/‖g_w‖) g_w: w − 1/T ∝ the dual weights
+    assert bool((k >= -1e-12 * float(k.abs().max())).all())
+    gw = (k / k.sum()) @ J
+    # Optimality (KKT of the max-min problem): d − g0 = c‖g0‖ ĝ_w and g_w attains min_i ⟨g_i, d⟩:
+    # ⟨g_i − g_w, d⟩ ≥ 0 for all i, = 0 where w_i > 0 (as cosines).
+    assert abs(float((d - g0).norm()) / (c * float(g0.norm())) - 1.0) <= 1e-12
+    cos_dir = float((d - g0) @ gw) / (float((d - g0).norm()) * float(gw.norm()))
+    assert cos_dir >= 1 - 1e-12
+    n = J.norm(dim=1)
+    slack = ((J @ d) - float(gw @ d)) / (n * float(d.norm()))
+    assert float(slack.min()) >= -1e-12, slack
+    assert float(slack[k > 1e-12 * float(k.max())].abs().max()) <= 1e-9, slack
+    if c >= 1:
+        assert_non_conflicting(J, d, 1e-12)
+
+
+@pytest.mark.parametrize("c", [math.inf, math.nan, -1.0, True, "0.4"])
+def test_cagrad_rejects_invalid_c(c):
+    # c = inf used to hang the bracketing loop forever.
+    with pytest.raises(ValueError, match=r"^c:"):
+        CAGrad(c=c)
+    with pytest.raises(ValueError, match=r"^c:"):
+        cagrad_weights(torch.eye(2, dtype=F64), c)
+
+
+def test_cagrad_rejects_invalid_rescale():
+    with pytest.raises(ValueError, match=r"^rescale:"):
+        CAGrad(rescale=3)
+    with pytest.raises(ValueError, match=r"^rescale:"):
+        cagrad_weights(torch.eye(2, dtype=F64), 0.5, rescale=True)
+
+
+# ----------------------------------------------------------------------------------------------
 # 4. Rank-deficient Gram matrices: ConFIG linear under scaling, UPGrad/DualProj permutation
 # ----------------------------------------------------------------------------------------------
 
