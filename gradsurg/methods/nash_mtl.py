@@ -23,7 +23,14 @@ so both target the same α of (*) for G itself. Where their iterations converge 
 to ~1e-8; on badly scaled or strongly conflicting inputs (task-gradient norms spanning 1e-2 …
 1e2, say) their 20 iterations stop with max_i |α_i (Gα)_i − 1| up to ~0.2, and the updates differ
 by that much. (The official code also starts from float32 ones; irrelevant for the exact solve.)
-"0 ∈ conv{g_i}" is decided as min-norm² ≤ 1e-12 · max_i ‖g_i‖² (near that boundary α → ∞).
+"0 ∈ conv{g_i}" is decided as min-norm² ≤ 1e-12 for the unit gradients g_i/‖g_i‖ (near that
+boundary α → ∞).
+
+Scale: (*) is invariant under Jacobi scaling — with α = D⁻¹β, D = diag ‖g_i‖, it reads C β = 1/β
+for the cosine matrix C — so it is solved on C, and the update Σ α_i g_i = Σ β_i g_i/‖g_i‖ (before
+``max_norm``) does not depend on the gradient norms at all. The previous version solved it on G/max_i G_ii and
+decided "0 ∈ conv" against the largest norm, so with norms spanning 1e-45 … 1e45 the hull test
+always fired (the min-norm point is at most the smallest norm) and the weights were 0.
 ``max_norm`` (default 1.0, as theirs; 0 disables) rescales α so that ‖d‖ = √(αᵀGα) ≤ max_norm;
 ``update_weights_every`` (default 1) recomputes α every that many calls and reuses the last α
 (clipped against the current G) in between.
@@ -31,6 +38,7 @@ by that much. (The official code also starts from float32 ones; irrelevant for t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -41,35 +49,39 @@ from .base import GramMethod
 
 __all__ = ["NashMTL", "nash_mtl_weights"]
 
-# 0 ∈ conv{g_i} is declared when the min-norm point's squared norm is below this fraction of the
-# largest squared gradient norm (then α would exceed ~1e6 × the scale of the problem).
+# 0 ∈ conv{g_i} is declared when the min-norm point of the unit gradients g_i/‖g_i‖ has a squared
+# norm below this (then some β_i = α_i‖g_i‖ would exceed ~1e6).
 _HULL_TOL = 1e-12
 _MAX_NEWTON = 200
 
 
 def _solve_bargaining(gram: Tensor) -> Tensor | None:
-    """The α > 0 with G α = 1/α for a G whose diagonal is positive, or None if there is none."""
+    """The α > 0 with G α = 1/α for a G whose diagonal is positive, or None if there is none.
+
+    Solved on the cosine matrix C = D⁻¹ G D⁻¹ (D = diag √G_ii): with α = D⁻¹ β the equation
+    becomes C β = 1/β, so the update Σ α_i g_i = Σ β_i g_i/‖g_i‖ does not depend on the norms.
+    """
     size = gram.shape[0]
-    scale = float(gram.diagonal().max())
-    g = gram / scale
+    norms = gram.diagonal().sqrt()
+    g = gram / norms[:, None] / norms[None, :]
     wmin = min_norm_weights(g)
     if not float(wmin @ g @ wmin) > _HULL_TOL:
         return None
     ones = torch.ones(size, dtype=g.dtype)
-    alpha = ones * (size / float(ones @ g @ ones)) ** 0.5  # best multiple of 1
+    beta = ones * (size / float(ones @ g @ ones)) ** 0.5  # best multiple of 1
     for _ in range(_MAX_NEWTON):
-        inv = 1.0 / alpha
-        resid = g @ alpha - inv
+        inv = 1.0 / beta
+        resid = g @ beta - inv
         hess = g + torch.diag(inv * inv)
         step = -torch.linalg.solve(hess, resid)
         dec = float(-(resid @ step)) ** 0.5 if float(-(resid @ step)) > 0 else 0.0
-        alpha = alpha + (step / (1.0 + dec) if dec >= 0.25 else step)
-        if float((resid * alpha).abs().max()) <= 1e-14 and dec < 1e-7:
+        beta = beta + (step / (1.0 + dec) if dec >= 0.25 else step)
+        if float((resid * beta).abs().max()) <= 1e-14 and dec < 1e-7:
             break
-    alpha = alpha.clamp(min=torch.finfo(g.dtype).tiny)
-    if not bool(torch.isfinite(alpha).all()):
+    beta = beta.clamp(min=torch.finfo(g.dtype).tiny)
+    if not bool(torch.isfinite(beta).all()):
         return None
-    return alpha / scale**0.5  # G α = 1/α for the unscaled G
+    return beta / norms  # G α = 1/α for G itself
 
 
 def nash_mtl_weights(gram: Tensor, max_norm: float = 0.0) -> Tensor:
@@ -108,8 +120,8 @@ class NashMTL(GramMethod):
 
     def __init__(self, max_norm: float = 1.0, update_weights_every: int = 1) -> None:
         super().__init__()
-        if not (isinstance(max_norm, (int, float)) and max_norm >= 0):
-            raise ValueError(f"max_norm: must be a non-negative number, got {max_norm!r}")
+        if isinstance(max_norm, bool) or not (isinstance(max_norm, (int, float)) and 0 <= max_norm < math.inf):
+            raise ValueError(f"max_norm: must be a finite number ≥ 0 (0 disables), got {max_norm!r}")
         every = update_weights_every
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"update_weights_every: must be a positive integer, got {every!r}")

@@ -461,6 +461,25 @@ def test_cagrad_rejects_invalid_rescale():
         cagrad_weights(torch.eye(2, dtype=F64), 0.5, rescale=True)
 
 
+@pytest.mark.parametrize(
+    "make,option",
+    [
+        (lambda v: UPGrad(reg_eps=v), "reg_eps"),
+        (lambda v: DualProj(reg_eps=v), "reg_eps"),
+        (lambda v: NashMTL(max_norm=v), "max_norm"),
+        (lambda v: MoCo(beta=v), "beta"),
+        (lambda v: MoCo(gamma=v), "gamma"),
+        (lambda v: MoCo(rho=v), "rho"),
+        (lambda v: CosReg(lam=v), "lam"),
+        (lambda v: CAGrad(c=v), "c"),
+    ],
+)
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_float_options_reject_non_finite(make, option, value):
+    with pytest.raises(ValueError, match=rf"^{option}:"):
+        make(value)
+
+
 # ----------------------------------------------------------------------------------------------
 # 4. Rank-deficient Gram matrices: ConFIG linear under scaling, UPGrad/DualProj permutation
 # ----------------------------------------------------------------------------------------------
@@ -538,3 +557,103 @@ def test_dual_cone_methods_exact_when_t_exceeds_p(method, seed):
         w = dualproj_weights(G)
     m = float(J.norm(dim=1).max())
     assert float((w @ J - ref).norm()) <= 1e-12 * m, (w @ J, ref)
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. Extreme scales (exact float64 Gram matrices)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_upgrad_tiny_conflicting_task():
+    # g2 is 1e25 times smaller than g1 and conflicts with it. Exact answer: the mean of
+    # π_C(g1) = (½, ½) and π_C(g2) = (0, 1e-25): (¼, ¼ + 5e-26). Before (with an underflowed
+    # Gram): (½, 5e-26), cosine −0.71 with g2.
+    J = torch.tensor([[1.0, 0.0], [-1e-25, 1e-25]])
+    d = gradsurg.aggregate(J, "upgrad", backend="torch")
+    assert_non_conflicting(J, d, 1e-6)
+    torch.testing.assert_close(d, torch.tensor([0.25, 0.25 + 5e-26]), atol=0, rtol=1e-6)
+
+
+EXTREME = [(3, 4, -45.0, 45.0, False), (4, 5, -45.0, 45.0, False), (4, 6, -44.0, 38.0, True),
+           (5, 5, -30.0, 30.0, False), (5, 3, -45.0, 45.0, False)]
+
+
+@pytest.mark.parametrize("T,P,lo,hi,fp32", EXTREME)
+@pytest.mark.parametrize("seed", range(3))
+def test_extreme_scales_mgda_upgrad_dualproj_exact(T, P, lo, hi, fp32, seed):
+    """Gram diagonals spanning up to 1e-90 … 1e90: the exact answers on the explicit vectors."""
+    J = scaled_rows(T, P, seed, lo, hi, fp32)
+    G = J @ J.T
+    rows = fr_rows(J)
+    n = J.norm(dim=1)
+    # MGDA (non-conflicting: every cosine ≥ 0 up to rounding)
+    w = gradsurg.get_method("mgda").weights(G)
+    x, wx = exact_min_norm_point(J)
+    assert float((w @ J - to_t(x)).norm()) <= 1e-12 * float(to_t(wx) @ n)
+    assert_non_conflicting(J, w @ J, 1e-12, "mgda")
+    # UPGrad: errors relative to each projection's own scale ‖g_i‖ (they differ by up to 1e90)
+    projs = [exact_dual_cone_projection(J, rows[i]) for i in range(T)]
+    ref = to_t([sum((p[k] for p in projs), Fr(0)) / T for k in range(P)])
+    d = gradsurg.get_method("upgrad").weights(G) @ J
+    assert float((d - ref).norm()) <= 1e-12 * float(n.max()) / T
+    assert_non_conflicting(J, d, 1e-12, "upgrad")
+    for i in range(T):  # each projection separately, relative to its own ‖g_i‖
+        u = torch.zeros(T, dtype=F64)
+        u[i] = 1.0
+        from gradsurg.methods._qp import dual_cone_weights
+
+        pi = dual_cone_weights(G, u) @ J
+        assert float((pi - to_t(projs[i])).norm()) <= 1e-12 * float(n[i]), i
+    # DualProj
+    mean = [sum((rows[i][k] for i in range(T)), Fr(0)) / T for k in range(P)]
+    ref = to_t(exact_dual_cone_projection(J, mean))
+    d = gradsurg.get_method("dualproj").weights(G) @ J
+    assert float((d - ref).norm()) <= 1e-12 * float(n.max()) / T
+    assert_non_conflicting(J, d, 1e-12, "dualproj")
+
+
+@pytest.mark.parametrize("T,P,lo,hi,fp32", EXTREME)
+@pytest.mark.parametrize("seed", range(3))
+def test_extreme_scales_pcgrad_exact(T, P, lo, hi, fp32, seed):
+    J = scaled_rows(T, P, seed, lo, hi, fp32)
+    order = random_orders(T, torch.Generator().manual_seed(seed))
+    w = pcgrad_weights(J @ J.T, order)
+    assert torch.isfinite(w).all()
+    ref = to_t(exact_pcgrad(J, order.tolist()))
+    n = J.norm(dim=1)
+    assert float((w @ J - ref).norm()) <= 1e-13 * float(n.sum())
+    # and in every task's own direction, relative to the size of the answer
+    assert float(((J @ (w @ J - ref)) / n).abs().max()) <= 1e-13 * float(ref.norm())
+
+
+@pytest.mark.parametrize("T,P,lo,hi,fp32", [e for e in EXTREME if e[0] <= e[1]])
+@pytest.mark.parametrize("seed", range(3))
+def test_extreme_scales_nash_mtl_and_config(T, P, lo, hi, fp32, seed):
+    J = scaled_rows(T, P, seed, lo, hi, fp32)
+    G = J @ J.T
+    # Nash-MTL: α_i ⟨g_i, d⟩ = 1 for every task, on the explicit vectors (d = Σ α_j g_j).
+    # Before: "0 ∈ conv" was decided against the largest norm, always true here: weights 0.
+    alpha = nash_mtl_weights(G)
+    assert bool((alpha > 0).all()), alpha
+    d = alpha @ J
+    assert float((alpha * (J @ d) - 1.0).abs().max()) <= 1e-10
+    assert_non_conflicting(J, d, 1e-12, "nash_mtl")
+    # ConFIG: the textbook formula on the unit vectors (full row rank: U x = 1 is solvable, so
+    # every cosine with d is the same positive number).
+    U = J / J.norm(dim=1, keepdim=True)
+    du = torch.linalg.lstsq(U @ U.T, torch.ones(T, 1, dtype=F64)).solution[:, 0] @ U
+    du = du / du.norm()
+    ref = float((J @ du).sum()) * du
+    d = config_weights(G) @ J
+    assert float((d - ref).norm()) <= 1e-10 * float(ref.norm())
+    cos = (J @ d) / (J.norm(dim=1) * d.norm())
+    assert float(cos.max() - cos.min()) <= 1e-10 and float(cos.min()) > 0
+
+
+@pytest.mark.parametrize("name", ["upgrad", "dualproj", "pcgrad", "nash_mtl", "config", "mgda", "cagrad",
+                                  "imtl_g", "aligned_mtl"])
+@pytest.mark.parametrize("T,P,lo,hi,fp32", EXTREME)
+def test_extreme_scales_finite(name, T, P, lo, hi, fp32):
+    J = scaled_rows(T, P, 0, lo, hi, fp32)
+    w = gradsurg.get_method(name).weights(J @ J.T)
+    assert torch.isfinite(w).all() and torch.isfinite(w @ J).all(), w
