@@ -1,0 +1,36 @@
+"""The method kinds (gradsurg/methods/base.py): contracts every method of a kind keeps.
+
+Loss-space methods (:class:`LossWeighting`): the effective weights ∂objective/∂L_t are finite,
+non-negative and normalised as each paper defines them, for any positive losses.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gradsurg.methods.dwa import DWA
+from gradsurg.methods.famo import FAMO
+from gradsurg.methods.gls import GLS
+from gradsurg.methods.rlw import RLW
+from gradsurg.methods.stch import STCH
+
+F64 = torch.float64
+
+
+@settings(max_examples=40, deadline=None)
+@given(seq=st.lists(st.lists(st.floats(1e-4, 1e4, allow_nan=False), min_size=3, max_size=3), min_size=1, max_size=5),
+       seed=st.integers(0, 2**31 - 1), tau=st.floats(0.05, 10.0))
+def test_loss_weights_finite_and_normalised(seq, seed, tau):
+    rlw, dwa, famo, stch, gls = RLW(seed=seed), DWA(temperature=tau), FAMO(), STCH(mu=tau), GLS()
+    for v in seq:
+        L = torch.tensor(v, dtype=F64)
+        for m, total in ((rlw, 1.0), (dwa, 3.0), (famo, 1.0), (stch, 1.0), (gls, None)):
+            m.objective(L)
+            w = m.last_weights
+            assert w.shape == (3,) and bool(torch.isfinite(w).all()) and bool((w >= 0).all())
+            if total is not None:
+                assert math.isclose(float(w.sum()), total, rel_tol=1e-9)
