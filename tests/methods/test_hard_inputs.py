@@ -657,3 +657,53 @@ def test_extreme_scales_finite(name, T, P, lo, hi, fp32):
     J = scaled_rows(T, P, 0, lo, hi, fp32)
     w = gradsurg.get_method(name).weights(J @ J.T)
     assert torch.isfinite(w).all() and torch.isfinite(w @ J).all(), w
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. cosreg: its own Gram matrix, exact over the float32 range; sparse shared gradients
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-30, 1.0])
+def test_cosreg_gram_exact_over_float32_range(scale):
+    # Task gradients with entries ~1e20 (squares overflow float32) or ~1e-30 (squares underflow).
+    # Before: the Gram matrix was formed in float32: inf/NaN cosines, or 0.
+    gen = torch.Generator().manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(6, generator=gen))
+    a = torch.randn(3, 6, generator=gen)
+    x = torch.randn(6, generator=gen)
+    losses = torch.stack([scale * (a[t] * w).sum() + (w * w * x).sum() * scale for t in range(3)])
+    gram = differentiable_gram(losses, [w])
+    rows = torch.stack([scale * a[t] + 2 * scale * w.detach() * x for t in range(3)]).double()
+    # float32 gradients, exactly as autograd produced them, then their Gram matrix in float64
+    grads = torch.stack([torch.autograd.grad(losses[t], [w], retain_graph=True)[0] for t in range(3)]).double()
+    ref = grads @ grads.T
+    assert torch.isfinite(gram).all()
+    torch.testing.assert_close(gram.detach(), ref, rtol=1e-14, atol=0)
+    torch.testing.assert_close(grads, rows, rtol=1e-5, atol=0)  # sanity of the hand gradients
+    # The objective and its gradient are finite and equal to those of the same model in float64.
+    method = CosReg(lam=0.7)
+    obj, _ = method.objective(losses, [w])
+    (g32,) = torch.autograd.grad(obj, [w])
+    w64 = torch.nn.Parameter(w.detach().double())
+    l64 = torch.stack([scale * (a[t].double() * w64).sum() + (w64 * w64 * x.double()).sum() * scale for t in range(3)])
+    obj64, _ = CosReg(lam=0.7).objective(l64, [w64])
+    (g64,) = torch.autograd.grad(obj64, [w64])
+    assert torch.isfinite(obj) and torch.isfinite(g32).all()
+    torch.testing.assert_close(obj.double(), obj64, rtol=1e-5, atol=0)
+    torch.testing.assert_close(g32.double(), g64, rtol=1e-4, atol=1e-6 * float(g64.abs().max()))
+
+
+def test_cosreg_sparse_shared_embedding_raises():
+    emb = torch.nn.Embedding(5, 3, sparse=True)  # shared by both tasks
+    heads = torch.nn.ModuleList([torch.nn.Linear(3, 1), torch.nn.Linear(3, 1)])
+    opt = gradsurg.GradSurgery(torch.optim.SGD([*emb.parameters(), *heads.parameters()], lr=0.1), method="cosreg")
+    h = emb(torch.tensor([0, 1, 2]))
+    losses = [heads[0](h).pow(2).mean(), heads[1](h).pow(2).mean()]
+    opt.zero_grad()
+    with pytest.raises(ValueError, match=r"^losses:.*dense gradients.*Embedding\(sparse=False\)"):
+        opt.backward(losses)
+    # and the function itself
+    h = emb(torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"^losses:"):
+        differentiable_gram(torch.stack([heads[0](h).pow(2).mean(), heads[1](h).pow(2).mean()]), [emb.weight])
