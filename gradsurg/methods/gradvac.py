@@ -39,22 +39,30 @@ def gradvac_weights(gram: Tensor, order: Tensor, rho: Tensor, beta: float) -> tu
     Returns:
         ``(w, new_rho)`` with ``w @ J = Σ_i g_i^PC``; ``rho`` is not modified.
 
-    Cosines with a zero gradient count as 0 and never trigger a correction against it. A target
-    φ̂ = 1 (exact alignment, which no multiple of g_j can reach) triggers no correction either.
+    Cosines with a zero gradient count as 0 and never trigger a correction against it. So does a
+    g_i^PC cancelled to rounding level (e.g. corrected against g_j = −g_i): its squared norm
+    ‖C_i‖_G² is then below 1e3·T·eps·(Σ_k |C_ik| ‖g_k‖)², its direction is rounding noise, and a
+    cosine measured on it would feed that noise into the targets φ̂ (differently at every scale of
+    the gradients). A target φ̂ = 1 (exact alignment, which no multiple of g_j can reach)
+    triggers no correction either.
     """
     num_tasks = gram.shape[0]
     coef = torch.eye(num_tasks, dtype=gram.dtype)
     rho = rho.clone()
     rows = torch.arange(num_tasks)
     diag = gram.diagonal()
+    norms = diag.clamp(min=0.0).sqrt()
+    noise = 1e3 * num_tasks * torch.finfo(gram.dtype).eps
     # Rows of C and entries of φ̂ are independent across i: as in PCGrad, round r handles the
     # r-th visit of every task at once.
     for r in range(num_tasks):
         j = order[:, r]
         coef_gram = coef @ gram
         dot = (coef * gram[j]).sum(dim=1)
-        norm_i = (coef_gram * coef).sum(dim=1).clamp(min=0.0).sqrt()
-        norm_j = diag[j].clamp(min=0.0).sqrt()
+        norm2_i = (coef_gram * coef).sum(dim=1)
+        reach = coef.abs() @ norms  # ≥ ‖g_i^PC‖; rounding of norm2_i is ~eps·reach²
+        norm_i = torch.where(norm2_i > noise * reach * reach, norm2_i, 0.0).sqrt()
+        norm_j = norms[j]
         norm_prod = norm_i * norm_j
         phi = torch.where(norm_prod > 0, dot / torch.where(norm_prod > 0, norm_prod, 1.0), 0.0)
         phi = phi.clamp(-1.0, 1.0)

@@ -115,3 +115,32 @@ def test_gradvac_method_state_three_tasks(family):
                 uniq.append(r)
         states = uniq
 
+
+@pytest.mark.parametrize("s", [1.0, 3.0, 7.0, 0.37, 1e3, 1e-3])
+def test_cancelled_gradient_has_no_cosine(s):
+    # Regression (issue 10, found by the registry's homogeneity property): task 0 visits task 1
+    # (g_1 = −g_0) first, φ = −1 < φ̂ = 0, and the correction cancels g_0^PC exactly, leaving
+    # rounding noise. Its "cosine" with g_2 used to enter φ̂_02 as β·(±0.08…0.11, or 0) depending
+    # on the common scale s of the gradients; a cancelled vector must count as zero: φ̂_02 = 0.
+    J = s * torch.tensor([[1.0, 2.0], [-1.0, -2.0], [3.0, -1.0]], dtype=F64)
+    order = torch.tensor([[0, 1, 2], [1, 0, 2], [2, 0, 1]])
+    w, rho = gradvac_weights(gram(J), order, torch.zeros(3, 3, dtype=F64), 0.5)
+    assert rho[0, 2] == 0.0 and rho[1, 2] == 0.0
+    torch.testing.assert_close(rho[0, 1], torch.tensor(-0.5, dtype=F64), rtol=0, atol=1e-15)
+    # g_0^PC = g_1^PC = 0 (mutually cancelled); with φ̂ = 0, g_2 is projected off g_1 as in PCGrad
+    # (g_2·g_1 = −s², ‖g_1‖² = 5s²), and not off g_0 (g_2·g_0 = s² > 0)
+    close(w @ J, J[2] + 0.2 * J[1], 1e-14 * scale_of(J))
+
+
+def test_state_is_positively_homogeneous_with_cancellations():
+    # Duplicated, opposite and zero rows (a hypothesis counterexample): the second call, which
+    # uses the targets of the first, scales with the gradients.
+    J = torch.tensor([[0, .1], [.1, .1], [.1, .1], [.1, .1], [.1, .1], [-.1, -.1], [.1, .1], [0, 0]], dtype=F64)
+    J2 = J * torch.linspace(0.5, 1.5, 8, dtype=F64)[:, None]
+    outs = {}
+    for s in (1.0, 3.0, 7.0):
+        m = gradsurg.get_method("gradvac", seed=0)
+        outs[s] = [m.weights(gram(s * X)) @ (s * X) / s for X in (J, J2)]
+    for s in (3.0, 7.0):
+        for a, b in zip(outs[s], outs[1.0]):
+            close(a, b, 1e-9 * scale_of(J))
