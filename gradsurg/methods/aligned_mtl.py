@@ -73,6 +73,7 @@ class AlignedMTL(GramMethod):
     """
 
     name = "aligned_mtl"
+    permutation_invariant = positively_homogeneous = True
 
     def __init__(self, scale_mode: str = "min", pref: str = "mean") -> None:
         super().__init__()

@@ -222,6 +222,7 @@ class CAGrad(GramMethod):
     """
 
     name = "cagrad"
+    permutation_invariant = positively_homogeneous = True
 
     def __init__(self, c: float = 0.4, rescale: int = 1) -> None:
         super().__init__()

@@ -81,6 +81,7 @@ class ConFIG(GramMethod):
     length Σ_i g_iᵀ d_u."""
 
     name = "config"
+    permutation_invariant = positively_homogeneous = linear_under_scaling = True
 
     def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         return config_weights(gram)

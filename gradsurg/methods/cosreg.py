@@ -136,6 +136,7 @@ class CosReg(DoubleBackwardMethod):
     """
 
     name = "cosreg"
+    permutation_invariant = True
 
     def __init__(self, lam: float = 0.1, weighting: str | LossWeighting | None = None) -> None:
         super().__init__()

@@ -63,6 +63,7 @@ class DBMTL(GramMethod):
     """
 
     name = "db_mtl"
+    permutation_invariant = positively_homogeneous = True
     needs_losses = True
     stateful = True
     tied_to_num_tasks = True

@@ -38,6 +38,8 @@ class DualProj(DualConeMethod):
     gradients (options: :class:`~gradsurg.methods.upgrad.DualConeMethod`)."""
 
     name = "dualproj"
+    permutation_invariant = positively_homogeneous = True
+    non_conflicting = strongly_stationary = True
 
     def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         return dualproj_weights(gram, self.reg_eps)

@@ -43,6 +43,7 @@ class DWA(LossWeighting):
     """
 
     name = "dwa"
+    permutation_invariant = positively_homogeneous = linear_under_scaling = True
     stateful = True
     tied_to_num_tasks = True
 

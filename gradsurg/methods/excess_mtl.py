@@ -55,6 +55,7 @@ class ExcessMTL(MatrixMethod):
     """
 
     name = "excess_mtl"
+    permutation_invariant = True
     stateful = True
     tied_to_num_tasks = True
 

@@ -121,6 +121,8 @@ class FairGrad(GramMethod):
     """
 
     name = "fairgrad"
+    # scale_invariant at the default α = 1 (degree (1 − α)/(1 + α) in general)
+    permutation_invariant = scale_invariant = non_conflicting = True
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()

@@ -50,6 +50,7 @@ class FAMO(LossWeighting):
     """
 
     name = "famo"
+    permutation_invariant = True
     stateful = True
     tied_to_num_tasks = True
 

@@ -26,6 +26,7 @@ class GLS(LossWeighting):
     (``ValueError("losses: ...")`` otherwise). ``last_weights`` is ``L_GLS / (T L_t)``."""
 
     name = "gls"
+    permutation_invariant = positively_homogeneous = True
 
     def objective(self, losses: Tensor) -> Tensor:
         losses = losses.reshape(-1)

@@ -59,6 +59,7 @@ class GradDrop(Seeded, MatrixMethod):
     """
 
     name = "graddrop"
+    permutation_invariant = positively_homogeneous = True  # for the same uniforms
 
     def __init__(self, leak: float = 0.0, seed: int = 0, chunk_size: int = 1 << 16) -> None:
         super().__init__(seed=seed)

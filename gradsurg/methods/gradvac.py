@@ -90,6 +90,8 @@ class GradVac(Seeded, GramMethod):
     """
 
     name = "gradvac"
+    # Not permutation invariant: the visiting order is drawn per task position.
+    positively_homogeneous = linear_under_scaling = True
     tied_to_num_tasks = True
 
     def __init__(self, beta: float = 0.01, seed: int = 0) -> None:

@@ -63,6 +63,7 @@ class IMTLG(GramMethod):
     gradients; equivariant under relabelling of the tasks."""
 
     name = "imtl_g"
+    permutation_invariant = positively_homogeneous = True
 
     def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         return imtl_g_weights(gram)

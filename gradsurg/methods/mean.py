@@ -15,6 +15,8 @@ class Mean(GramMethod):
     TorchJD's ``Mean``)."""
 
     name = "mean"
+    permutation_invariant = positively_homogeneous = linear_under_scaling = True
+    strongly_stationary = True
 
     def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         num_tasks = gram.shape[0]

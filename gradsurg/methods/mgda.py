@@ -35,6 +35,7 @@ class MGDA(GramMethod):
     """
 
     name = "mgda"
+    permutation_invariant = positively_homogeneous = non_conflicting = True
 
     def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         return min_norm_weights(gram)

@@ -86,6 +86,7 @@ class MoCo(MatrixMethod):
     """
 
     name = "moco"
+    permutation_invariant = True
     stateful = True
     tied_to_num_tasks = True
 

@@ -115,6 +115,7 @@ class NashMTL(GramMethod):
     """
 
     name = "nash_mtl"
+    permutation_invariant = scale_invariant = non_conflicting = True
     stateful = True
     tied_to_num_tasks = True
 

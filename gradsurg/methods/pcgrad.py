@@ -75,6 +75,8 @@ class PCGrad(Seeded, GramMethod):
     """
 
     name = "pcgrad"
+    # Not permutation invariant: the visiting order is drawn per task position.
+    positively_homogeneous = linear_under_scaling = True
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__(seed=seed)

@@ -29,6 +29,8 @@ class RLW(Seeded, LossWeighting):
     """
 
     name = "rlw"
+    # Not permutation invariant: the weights are drawn per task position.
+    positively_homogeneous = linear_under_scaling = True
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__(seed=seed)

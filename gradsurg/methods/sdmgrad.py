@@ -57,6 +57,7 @@ class SDMGrad(GramMethod):
     """
 
     name = "sdmgrad"
+    permutation_invariant = positively_homogeneous = True
 
     def __init__(self, lamda: float = 0.3) -> None:
         super().__init__()

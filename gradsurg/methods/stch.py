@@ -40,6 +40,7 @@ class STCH(LossWeighting):
     """
 
     name = "stch"
+    permutation_invariant = True
     stateful = True
     tied_to_num_tasks = True
 

@@ -15,6 +15,8 @@ class Sum(GramMethod):
     gives. It is the baseline every surgery method is compared with."""
 
     name = "sum"
+    permutation_invariant = positively_homogeneous = linear_under_scaling = True
+    strongly_stationary = True
 
     def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         return torch.ones(gram.shape[0], dtype=torch.float64)

@@ -66,6 +66,8 @@ class UPGrad(DualConeMethod):
     dual cone of all of them (options: :class:`DualConeMethod`)."""
 
     name = "upgrad"
+    permutation_invariant = positively_homogeneous = linear_under_scaling = True
+    non_conflicting = strongly_stationary = True
 
     def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         return upgrad_weights(gram, self.reg_eps)

@@ -33,6 +33,7 @@ class UW(LossWeighting):
     """
 
     name = "uw"
+    permutation_invariant = True
     tied_to_num_tasks = True
 
     def __init__(self, num_tasks: int | None = None, init: float = 0.0) -> None:
