@@ -85,7 +85,7 @@ def test_cagrad_params(rescale, c, family, T):
 
 @pytest.mark.parametrize("T", [3, 5, 8])
 def test_cagrad_zero_row_nondegenerate(T):
-    # The "one_zero" family above always has its CAGrad dual optimum at g_w* = 0 (d = g0).
+    # The "one_zero" family above always has its CAGrad dual optimum at g_w* = 0 (d = π_C(g0)).
     # Here a zero task coexists with a task strongly opposed to the mean, so the optimum is a
     # nonzero g_w* even though 0 is a vertex of the hull: the library must not short-cut to g0.
     rng = np.random.default_rng(77 + T)

@@ -27,8 +27,9 @@ TorchJD 0.18.0): IMTL-G on rank-deficient G (TorchJD: pinv(G)·‖g‖ normalise
 minimum-norm solution of the equal-projection system, 0 when it is inconsistent — e.g.
 g_3 = g_1 + g_2 gives 0 vs. a non-zero TorchJD update; parallel gradients give a different
 non-unique α); CAGrad with a zero task gradient (TorchJD returns 0 because its min-norm g_w is 0;
-gradsurg returns the mean gradient, the paper's d = g_0 when g_w = 0); UPGrad/DualProj with
-TorchJD's default reg_eps = 1e-4 (≤ 1e-3 relative, reproduced by our reg_eps option).
+gradsurg returns π_C(g_0), the max-min maximiser closest to the mean gradient g_0, when g_w = 0);
+UPGrad/DualProj with TorchJD's default reg_eps = 1e-4 (≤ 1e-3 relative, reproduced by our reg_eps
+option).
 """
 
 from __future__ import annotations

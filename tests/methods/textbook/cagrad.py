@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ._util import as_f64
 from .mgda import mgda
+from .upgrad import project_dual_cone_enum
 
 
 def cagrad_direction(J: Tensor, c: float = 0.4) -> tuple[Tensor, Tensor, float]:
@@ -73,10 +74,14 @@ def cagrad(J: Tensor, c: float = 0.4, rescale: int = 1, zero_tol: float = 1e-9) 
     then rescale=0: d,  rescale=1: d/(1+c²),  rescale=2: d/(1+c).
 
     Degenerate case: when the dual optimum is at g_w* = 0 (0 in the hull and nothing beats the
-    objective value 0 there) the direction g_w*/‖g_w*‖ is undefined and d = g0 is used. Because
-    SLSQP only approaches a kink at 0 loosely, "at 0" is decided on the OBJECTIVE: the origin is
-    in the hull (exact MGDA min-norm ≈ 0) and the best objective found is ≥ −zero_tol·scale²
-    (scale = largest gradient norm); otherwise the direction of SLSQP's g_w* is used.
+    objective value 0 there) the direction g_w*/‖g_w*‖ is undefined. The max-min value of the
+    primal (eq. 4) is then the dual value 0, so its maximisers are the d in the ball with
+    J d ≥ 0; the one closest to g0 is the projection of g0 onto the dual cone {x : J x ≥ 0}
+    (computed by active-set enumeration, :func:`textbook.upgrad.project_dual_cone_enum`), which
+    is g0 itself when g0 conflicts with no task. Because SLSQP only approaches a kink at 0
+    loosely, "at 0" is decided on the OBJECTIVE: the origin is in the hull (exact MGDA min-norm
+    ≈ 0) and the best objective found is ≥ −zero_tol·scale² (scale = largest gradient norm);
+    otherwise the direction of SLSQP's g_w* is used.
     """
     J = as_f64(J)
     g0 = J.mean(dim=0)
@@ -86,7 +91,10 @@ def cagrad(J: Tensor, c: float = 0.4, rescale: int = 1, zero_tol: float = 1e-9) 
     gw_norm = float(torch.linalg.vector_norm(gw))
     zero_in_hull = float(torch.linalg.vector_norm(mgda(J))) <= 1e-9 * max(scale, 1e-300)
     degenerate = scale == 0.0 or gw_norm == 0.0 or (zero_in_hull and val >= -zero_tol * scale**2)
-    d = g0.clone() if degenerate else g0 + (cprime / gw_norm) * gw
+    if degenerate:
+        d = torch.from_numpy(project_dual_cone_enum(J.numpy(), g0.numpy()))
+    else:
+        d = g0 + (cprime / gw_norm) * gw
     if rescale == 0:
         return d
     if rescale == 1:
