@@ -18,4 +18,4 @@ __all__ = [
     "get_method",
     "gramian",
 ]
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402  (the single source of the version)
