@@ -32,11 +32,11 @@ task gradients scale with their losses):
     ``A(J) = 0`` only if J is strongly stationary (some w > 0 has wᵀJ = 0): the update vanishes
     on no matrix that is not.
 
-Each property is checked on hypothesis inputs (T up to 20, T > P included, exact degeneracies,
-common scales 10^±3) and on a fixed list of adversarial matrices. A claim that a method cannot
-keep on some inputs is a bug, never a reason to drop the claim: known bugs being fixed are listed
-in ``KNOWN_BUGS`` (strict xfail on the adversarial case, excluded from the hypothesis draws by
-the same predicate) and must be removed from there with the fix.
+Each property is checked on hypothesis inputs (T up to 8, T > P included, exact degeneracies,
+common scales 10^±3) and on a fixed list of adversarial matrices (T up to 20, T > P). A claim
+that a method cannot keep on some inputs is a bug, never a reason to drop the claim: a known bug
+being fixed goes into ``KNOWN_CASES`` (strict xfail on the fixed cases it fails) and
+``KNOWN_REGIONS`` (the inputs the hypothesis tests skip meanwhile), both removed with the fix.
 """
 
 from __future__ import annotations
@@ -600,35 +600,14 @@ def check_non_conflicting(label, J):
         assert float(slack.min()) >= -tol, f"{label}: J·d = {slack} (tolerance {tol:.2e})"
 
 
-# Known bugs (claims a method does not keep yet), being fixed in the method files named in the
-# reasons. KNOWN_CASES: the fixed cases above that fail (strict xfail: they must start passing
-# with the fix, and then leave this table). KNOWN_REGIONS: the inputs the hypothesis tests skip
-# until then, as a predicate on J.
-
-
-def _zero_in_hull(J) -> bool:
-    """0 is (to 1e-4 relative) a convex combination of the rows: the min-norm point is ~0."""
-    d, _ = apply(gradsurg.get_method("mgda"), J)
-    return float(d.norm()) <= 1e-4 * _nmax(J)
-
-
-def _unit_system_inconsistent(J) -> bool:
-    """U x = 1 has no solution (U the unit non-zero rows): ConFIG's pinv(U)·1 is then only a
-    least-squares solution, possibly 0."""
-    norms = torch.linalg.vector_norm(J, dim=1)
-    U = J[norms > 0] / norms[norms > 0, None]
-    if U.shape[0] == 0:
-        return False
-    ones = torch.ones(U.shape[0], 1, dtype=U.dtype)
-    x = torch.linalg.lstsq(U, ones, driver="gelsd").solution
-    return float((U @ x - ones).abs().max()) > 1e-6
-
-
-MOCO = "issue 10: being fixed in gradsurg/methods/moco.py (NaN once the gradient norms reach ~1e9)"
-CAGRAD = ("issue 10: being fixed in gradsurg/methods/cagrad.py (c ≥ 1 with 0 in the convex hull "
-          "returns d = g0, which conflicts with some task; the optimum has min_i g_iᵀd ≥ 0)")
-CONFIG = ("issue 10: being fixed in gradsurg/methods/config.py (T > rank: pinv(U)·1 that is rounding "
-          "noise around 0 is normalised into a direction, so the update jumps between 0 and O(‖g‖))")
+# Known bugs (claims a method does not keep yet), being fixed in the method file named in the
+# reason: KNOWN_CASES maps (check, label, case) of the fixed cases that fail to the reason (strict
+# xfail: they must start passing with the fix, and then leave the table); KNOWN_REGIONS maps
+# (check, label) to (predicate on J, reason): the inputs the hypothesis tests skip until then.
+# Empty: the bugs this suite found when it was written (moco NaN once ‖g‖ ≳ 1e9; cagrad with
+# c ≥ 1 returning the conflicting d = g0 when 0 is in the hull; config normalising a rounding-noise
+# pinv(U)·1 into a direction; gradvac's targets fed by the direction of a cancelled gradient)
+# were fixed in the method files before it was committed.
 KNOWN_CASES: dict[tuple[str, str, str], str] = {}
 KNOWN_REGIONS: dict[tuple[str, str], tuple[object, str]] = {}
 
