@@ -43,6 +43,20 @@ class Method(nn.Module):
     tied_to_num_tasks: ClassVar[bool] = False
     #: Whether the method needs the task losses too (e.g. DB-MTL's log-loss scaling).
     needs_losses: ClassVar[bool] = False
+    # Claimed properties of the update A(J), default options (tests/methods/test_registry.py
+    # checks every claim of every registered method).
+    #: Relabelling the tasks (rows of J, and the losses) leaves the update unchanged.
+    permutation_invariant: ClassVar[bool] = False
+    #: A(sJ) = s·A(J) for every s > 0.
+    positively_homogeneous: ClassVar[bool] = False
+    #: A(sJ) = A(J) for every s > 0.
+    scale_invariant: ClassVar[bool] = False
+    #: A(diag(αc₁+βc₂)J) = αA(diag(c₁)J) + βA(diag(c₂)J) for positive c₁, c₂, α, β (TorchJD's).
+    linear_under_scaling: ClassVar[bool] = False
+    #: J·A(J) ≥ 0: no task is harmed to first order.
+    non_conflicting: ClassVar[bool] = False
+    #: A(J) = 0 only if some w > 0 has wᵀJ = 0 (J strongly stationary).
+    strongly_stationary: ClassVar[bool] = False
     #: Whether micro-batches can be accumulated with ``GradSurgery.backward(..., sync=False)``
     #: (the per-task gradients add up; loss-space methods weigh the whole batch's losses first).
     accumulates: ClassVar[bool] = False
@@ -113,6 +127,11 @@ class GramMethod(Method):
         if gram.shape[0] == 0:
             raise ValueError("gram: expected at least one task, got a (0, 0) matrix")
         gram = gram.detach().to(device="cpu", dtype=torch.float64)
+        if not bool(torch.isfinite(gram).all()):
+            raise ValueError(
+                "gram: has non-finite entries (NaN, or task gradients whose squared norms overflow "
+                "float64, beyond ~1e154); no weights are defined"
+            )
         self.check_num_tasks(gram.shape[0])
         if self.needs_losses:
             if losses is None or losses.numel() != gram.shape[0]:

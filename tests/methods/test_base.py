@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import gradsurg
 from gradsurg.methods.dwa import DWA
 from gradsurg.methods.famo import FAMO
 from gradsurg.methods.gls import GLS
@@ -22,8 +24,11 @@ F64 = torch.float64
 
 
 @settings(max_examples=40, deadline=None)
-@given(seq=st.lists(st.lists(st.floats(1e-4, 1e4, allow_nan=False), min_size=3, max_size=3), min_size=1, max_size=5),
-       seed=st.integers(0, 2**31 - 1), tau=st.floats(0.05, 10.0))
+@given(
+    seq=st.lists(st.lists(st.floats(1e-4, 1e4, allow_nan=False), min_size=3, max_size=3), min_size=1, max_size=5),
+    seed=st.integers(0, 2**31 - 1),
+    tau=st.floats(0.05, 10.0),
+)
 def test_loss_weights_finite_and_normalised(seq, seed, tau):
     rlw, dwa, famo, stch, gls = RLW(seed=seed), DWA(temperature=tau), FAMO(), STCH(mu=tau), GLS()
     for v in seq:
@@ -34,3 +39,19 @@ def test_loss_weights_finite_and_normalised(seq, seed, tau):
             assert w.shape == (3,) and bool(torch.isfinite(w).all()) and bool((w >= 0).all())
             if total is not None:
                 assert math.isclose(float(w.sum()), total, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        n
+        for n in gradsurg.available_methods()
+        if issubclass(gradsurg.methods.method_class(n), gradsurg.methods.GramMethod)
+    ],
+)
+def test_a_non_finite_gram_is_refused_by_name(name):
+    # Rows of norm 1e200 overflow float64 in G: every Gram method says so instead of failing inside.
+    gram = torch.tensor([[float("inf"), 0.0], [0.0, 1.0]], dtype=torch.float64)
+    method = gradsurg.get_method(name)
+    with pytest.raises(ValueError, match="gram: has non-finite entries"):
+        method.weights(gram, losses=torch.ones(2, dtype=torch.float64))
