@@ -539,6 +539,24 @@ def test_dual_cone_methods_on_rank_deficient_float32(method, kind, m, n, r):
         _linear_under_scaling(agg, J, gen, 6e-2)  # TorchJD's tolerance for UPGrad
 
 
+@pytest.mark.parametrize("kind,m,n,r", [("weak", 20, 10, 10), ("weak", 20, 10, 5), ("weak", 20, 100, 19),
+                                        ("nonweak", 20, 10, 5), ("strong", 20, 10, 5), ("strong", 20, 100, 19)])
+@pytest.mark.parametrize("seed", range(4))
+def test_dual_cone_methods_strongly_stationary(kind, m, n, r, seed):
+    # TorchJD's property: A(J) = 0 only if some w > 0 has wᵀJ = 0 (norm > 5e-3 otherwise, its
+    # threshold); and exactly 0 when J is strongly stationary. The float32 "weak" matrices are
+    # weakly stationary (v ≥ 0 with zeros, vᵀJ = 0) up to float32 rounding, on the boundary of
+    # strong stationarity. Before the ridge in _qp the truncated solver fell on the strongly
+    # stationary side of that boundary by rounding (weights 1e-9 from positive) and returned ~1e-10.
+    J = torchjd_like(kind, m, n, r, seed)
+    for method in ("upgrad", "dualproj"):
+        norm = float(gradsurg.aggregate(J, method, backend="torch").norm())
+        if kind == "strong":
+            assert norm <= 1e-6 * float(J.norm(dim=1).max()), (method, norm)
+        else:
+            assert norm > 5e-3, (method, norm)
+
+
 @pytest.mark.parametrize("method", ["upgrad", "dualproj"])
 @pytest.mark.parametrize("seed", range(3))
 def test_dual_cone_methods_exact_when_t_exceeds_p(method, seed):
