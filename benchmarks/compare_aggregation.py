@@ -179,7 +179,7 @@ def _libmtl_orders(name: str, num_tasks: int) -> Tensor:
     for i in range(num_tasks):
         index = list(range(num_tasks)) if name == "pcgrad" else [j for j in range(num_tasks) if j != i]
         random.shuffle(index)
-        rows.append(index if name == "pcgrad" else [i] + index)
+        rows.append(index if name == "pcgrad" else [i, *index])
     return torch.tensor(rows, dtype=torch.int64)
 
 
@@ -274,7 +274,7 @@ def run(
                             seconds, check, note = fn()
                     except peers.PeerUnavailable as exc:
                         log(f"{library} {name}: unavailable ({exc.reason})")
-                    except Exception as exc:  # noqa: BLE001 - a peer's own failure is a finding
+                    except Exception as exc:
                         log(f"{library} {name} T={num_tasks} P={size:.0e}: failed ({exc!r}); no row")
                     else:
                         rows.append(case.row(name, library, seconds, check, note))

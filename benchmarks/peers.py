@@ -296,7 +296,7 @@ def load_libmtl_weighting(path: str | None = None) -> types.ModuleType:
         sys.modules["LibMTL"] = _bare_package(pkg_dir)
     try:
         return importlib.import_module("LibMTL.weighting")
-    except Exception as exc:  # noqa: BLE001 - any import failure makes the peer unavailable
+    except Exception as exc:
         if getattr(sys.modules.get("LibMTL"), "_gradsurg_bare", False):
             _forget_libmtl()
         raise PeerUnavailable(

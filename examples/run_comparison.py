@@ -192,15 +192,15 @@ def main(argv: list[str] | None = None) -> list[list[dict]]:
     text = table(rows)
     print(text)
     commands = "\n".join(
-        f"python examples/train_glue_summarization.py {shlex.join(budget_flags(args) + ['--seed', 'SEED'] + flags)}"
+        f"python examples/train_glue_summarization.py {shlex.join([*budget_flags(args), '--seed', 'SEED', *flags])}"
         for label, flags in chosen
     )
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(
         "# Results: GLUE classification + summarization on one shared backbone\n\n"
         f"Produced by `python examples/run_comparison.py {shlex.join(argv if argv is not None else sys.argv[1:])}` "
-        f"({time.strftime('%Y-%m-%d')}, 2-core CPU, torch threads per run = {args.threads or 'all cores'}). Values are mean ± sample "
-        "standard deviation over the `n` seeds.\n\n"
+        f"({time.strftime('%Y-%m-%d')}, 2-core CPU, torch threads per run = {args.threads or 'all cores'}). "
+        "Values are mean ± sample standard deviation over the `n` seeds.\n\n"
         f"{text}\n\nCommands (one per row; SEED = each seed):\n\n```\n{commands}\n```\n"
     )
     return rows

@@ -425,7 +425,7 @@ def build_method(name: str, num_tasks: int, model: mmodel.MultiTaskModel):
 def task_batch_sizes(args: argparse.Namespace, sizes: dict[str, int]) -> dict[str, int]:
     """Per-task micro-batch sizes under ``--schedule`` (see the module docstring)."""
     if args.schedule == "round-robin" or len(sizes) == 1:
-        return {t: args.batch_size for t in sizes}
+        return dict.fromkeys(sizes, args.batch_size)
     total = args.batch_size * len(sizes)
     n = sum(sizes.values())
     return {t: max(1, round(total * s / n)) for t, s in sizes.items()}

@@ -4,6 +4,7 @@ Wrap any optimizer (``GradSurgery``), or use the functional layer (``gramian``, 
 and the methods (``get_method``) directly.
 """
 
+from ._version import __version__
 from .functional import aggregate, gramian
 from .methods import Method, available_methods, get_method
 from .optim import GradSurgery
@@ -13,9 +14,9 @@ __all__ = [
     "GradSurgery",
     "Method",
     "SurgeryStats",
+    "__version__",
     "aggregate",
     "available_methods",
     "get_method",
     "gramian",
 ]
-from ._version import __version__  # noqa: E402  (the single source of the version)

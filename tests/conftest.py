@@ -12,9 +12,9 @@ assert "triton" not in sys.modules or os.environ["TRITON_INTERPRET"] == "1", (
     "triton was imported before tests/conftest.py set TRITON_INTERPRET=1"
 )
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from hypothesis import settings  # noqa: E402
+import pytest
+import torch
+from hypothesis import settings
 
 # CI runs the property tests derandomized, so a landing never depends on the draw; local runs
 # keep exploring new examples.

@@ -135,7 +135,7 @@ def test_libmtl_aggregate_lists_matches_gradsurg(name):
         for i in range(num_tasks):
             index = list(range(num_tasks)) if name == "pcgrad" else [j for j in range(num_tasks) if j != i]
             random.shuffle(index)
-            rows.append(index if name == "pcgrad" else [i] + index)
+            rows.append(index if name == "pcgrad" else [i, *index])
         order = torch.tensor(rows)
         if name == "pcgrad":
             w = pcgrad_weights(G, order)

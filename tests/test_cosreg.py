@@ -40,7 +40,7 @@ def total_loss_by_hand(model, x, y, lam, alphas):
     for i in range(len(flat)):
         for j in range(i + 1, len(flat)):
             cos = cos + torch.dot(flat[i], flat[j]) / (flat[i].norm() * flat[j].norm())
-    return sum(a * l for a, l in zip(alphas, losses)) + lam * cos
+    return sum(a * loss for a, loss in zip(alphas, losses)) + lam * cos
 
 
 def finite_difference_gradient(model, x, y, lam, alphas, h=1e-6):
@@ -87,7 +87,10 @@ def test_objective_passes_gradcheck():
         state = dict(zip(names, params))
         h = torch.tanh(torch.nn.functional.linear(x, state["trunk.weight"], state["trunk.bias"]))
         losses = torch.stack([
-            ((torch.nn.functional.linear(h, state[f"heads.{t}.weight"], state[f"heads.{t}.bias"]).squeeze(-1) - y[:, t]) ** 2).mean()
+            (
+                (torch.nn.functional.linear(h, state[f"heads.{t}.weight"], state[f"heads.{t}.bias"]).squeeze(-1) - y[:, t])
+                ** 2
+            ).mean()
             for t in range(3)
         ])
         return method.objective(losses, [state["trunk.weight"], state["trunk.bias"]])[0]

@@ -140,7 +140,7 @@ def test_cuda_backend_unavailable_here_raises_with_build_hint():
     hint = r"'cuda' is unavailable.*pip install --no-build-isolation -e \."
     with pytest.raises(RuntimeError, match=hint):
         cuda.gram(torch.ones(2, 3))
-    with pytest.raises(RuntimeError, match="gradsurg._cuda"):
+    with pytest.raises(RuntimeError, match=r"gradsurg\._cuda"):
         cuda.combine_into(torch.zeros(3), torch.ones(2, 3), torch.ones(2))
     with pytest.raises(RuntimeError, match="CUDA toolkit"):
         cuda.flatten_into([torch.zeros(3)], [None])

@@ -252,7 +252,7 @@ def encode_summarization(ds, tokenizer, max_source_len: int, max_target_len: int
             :max_source_len
         ]
         tgt = tokenizer.encode(" " + _as_text(row["summary"]).strip(), add_special_tokens=False)
-        tgt = tgt[: max(max_target_len - 1, 1)] + [tokenizer.eos_token_id]
+        tgt = [*tgt[:max(max_target_len - 1, 1)], tokenizer.eos_token_id]
         rows.append(
             {
                 "prompt_ids": src + prompt_tail,

@@ -11,13 +11,13 @@ from .registry import available_methods, get_method, method_class, resolve_metho
 from .sum import Sum
 
 __all__ = [
+    "IMTLG",
+    "MGDA",
     "CAGrad",
     "DoubleBackwardMethod",
     "GradVac",
     "GramMethod",
-    "IMTLG",
     "LossWeighting",
-    "MGDA",
     "MatrixMethod",
     "Mean",
     "Method",

@@ -16,6 +16,8 @@ class Seeded:
     what an uninterrupted one would. Put it before the Method base class."""
 
     stateful = True
+    seed: int
+    generator: torch.Generator
 
     def __init__(self, *args: Any, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

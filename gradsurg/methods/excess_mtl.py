@@ -85,7 +85,10 @@ class ExcessMTL(MatrixMethod):
         self.check_num_tasks(num_tasks)
         if self.sq_sum is None or self.sq_sum.shape != matrix.shape:
             if self.sq_sum is not None:
-                raise ValueError(f"matrix: ExcessMTL's state has shape {tuple(self.sq_sum.shape)}, got {tuple(matrix.shape)}; call reset()")
+                raise ValueError(
+                    f"matrix: ExcessMTL's state has shape {tuple(self.sq_sum.shape)}, got {tuple(matrix.shape)}; "
+                    "call reset()"
+                )
             self.sq_sum = torch.zeros_like(matrix)
             self.alpha = torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64)
             self.warmup_sum = torch.zeros(num_tasks, dtype=torch.float64)
@@ -97,6 +100,7 @@ class ExcessMTL(MatrixMethod):
             self.sq_sum[:, start:stop].add_(part * part)
             risk += excess_risks(part, self.sq_sum[:, start:stop])
         risk = risk.cpu()
+        assert self.alpha is not None and self.warmup_sum is not None  # set with sq_sum above
         self._num_tasks = num_tasks
         step = self.steps
         self.steps += 1

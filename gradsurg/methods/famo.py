@@ -50,6 +50,11 @@ class FAMO(LossWeighting):
     """
 
     name = "famo"
+    xi: Tensor | None
+    prev_losses: Tensor | None
+    adam_m: Tensor | float
+    adam_v: Tensor | float
+    adam_step: int
     permutation_invariant = True
     stateful = True
     tied_to_num_tasks = True
@@ -136,10 +141,10 @@ class FAMO(LossWeighting):
     def reset(self) -> None:
         """ξ back to zeros (at the next call), no pending losses, fresh Adam moments."""
         super().reset()
-        self.xi: Tensor | None = None
-        self.prev_losses: Tensor | None = None
-        self.adam_m: Tensor | float = 0.0
-        self.adam_v: Tensor | float = 0.0
+        self.xi = None
+        self.prev_losses = None
+        self.adam_m = 0.0
+        self.adam_v = 0.0
         self.adam_step = 0
 
     def get_extra_state(self) -> dict[str, Any]:

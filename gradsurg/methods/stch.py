@@ -75,7 +75,7 @@ class STCH(LossWeighting):
                 raise ValueError(f"preference: expected positive finite numbers, got {preference!r}")
         self.running_min: Tensor | None = None
         # Only the running minimum is state (of size T); a fixed ideal point keeps none.
-        self.stateful = self.tied_to_num_tasks = isinstance(self.ideal, str)
+        self.stateful = self.tied_to_num_tasks = isinstance(self.ideal, str)  # type: ignore[misc]
 
     def _vector(self, value: Tensor | None, num_tasks: int, argname: str, default: float) -> Tensor:
         if value is None:

@@ -9,7 +9,7 @@ import pytest
 for module in ("transformers", "peft", "datasets", "rouge_score"):
     pytest.importorskip(module, reason="transformers/peft/datasets/rouge-score not installed")
 
-from _helpers import DATA_DIR, EXAMPLES  # noqa: E402
+from _helpers import DATA_DIR, EXAMPLES
 
 if not DATA_DIR.is_dir():  # pragma: no cover - CI has ../shared beside the clone
     pytest.skip(f"the shared data folder {DATA_DIR} is missing", allow_module_level=True)

@@ -101,21 +101,8 @@ def _check_run(out: Path, tasks: list[str], expect_cosine: bool) -> dict:
 def test_multitask_pcgrad_end_to_end(script, tmp_path, capsys):
     out = tmp_path / "pcgrad"
     metrics = script.main(
-        BASE
-        + [
-            "--method",
-            "pcgrad",
-            "--steps",
-            "4",
-            "--eval-every",
-            "2",
-            "--task-weights",
-            "cls=1,sum=0.5",
-            "--task-lr",
-            "cls=1e-3",
-            "--output-dir",
-            str(out),
-        ]
+        [*BASE, "--method", "pcgrad", "--steps", "4", "--eval-every", "2", "--task-weights", "cls=1,sum=0.5",
+         "--task-lr", "cls=1e-3", "--output-dir", str(out)]
     )
     _check_run(out, ["sst2", "aeslc"], expect_cosine=True)
     assert [e["step"] for e in metrics["evals"]] == [2, 4]
@@ -128,19 +115,7 @@ def test_multitask_pcgrad_end_to_end(script, tmp_path, capsys):
 def test_single_task_baseline(script, tmp_path):
     out = tmp_path / "single"
     script.main(
-        BASE
-        + [
-            "--single-task",
-            "sst2",
-            "--tokenizer",
-            "byte",
-            "--steps",
-            "3",
-            "--eval-every",
-            "0",
-            "--output-dir",
-            str(out),
-        ]
+        [*BASE, "--single-task", "sst2", "--tokenizer", "byte", "--steps", "3", "--eval-every", "0", "--output-dir", str(out)]
     )
     metrics = _check_run(out, ["sst2"], expect_cosine=False)
     assert not (out / "cosine.png").exists()
@@ -150,36 +125,19 @@ def test_single_task_baseline(script, tmp_path):
 def test_loss_space_method_skips_cosine(script, tmp_path):
     out = tmp_path / "uw"
     script.main(
-        BASE + ["--method", "uw", "--tokenizer", "byte", "--steps", "2", "--output-dir", str(out)]
+        [*BASE, "--method", "uw", "--tokenizer", "byte", "--steps", "2", "--output-dir", str(out)]
     )
     _check_run(out, ["sst2", "aeslc"], expect_cosine=False)
     assert not (out / "cosine.png").exists()
 
 
 def test_resume_matches_uninterrupted(script, tmp_path):
-    common = BASE + [
-        "--method",
-        "pcgrad",
-        "--tokenizer",
-        "byte",
-        "--eval-every",
-        "0",
-        "--grad-accum",
-        "2",
-    ]
-    script.main(common + ["--steps", "4", "--output-dir", str(tmp_path / "a")])
+    common = [*BASE, "--method", "pcgrad", "--tokenizer", "byte", "--eval-every", "0", "--grad-accum", "2"]
+    script.main([*common, "--steps", "4", "--output-dir", str(tmp_path / "a")])
     script.main(
-        common
-        + [
-            "--steps",
-            "6",
-            "--resume",
-            str(tmp_path / "a" / "checkpoint"),
-            "--output-dir",
-            str(tmp_path / "b"),
-        ]
+        [*common, "--steps", "6", "--resume", str(tmp_path / "a" / "checkpoint"), "--output-dir", str(tmp_path / "b")]
     )
-    script.main(common + ["--steps", "6", "--output-dir", str(tmp_path / "c")])
+    script.main([*common, "--steps", "6", "--output-dir", str(tmp_path / "c")])
     resumed = torch.load(tmp_path / "b" / "checkpoint" / "checkpoint.pt", weights_only=False)
     straight = torch.load(tmp_path / "c" / "checkpoint" / "checkpoint.pt", weights_only=False)
     assert resumed["step"] == straight["step"] == 6
@@ -205,7 +163,7 @@ def test_bad_flags_name_the_flag(script, capsys):
     for extra, flag in cases:
         with pytest.raises(SystemExit) as exc:
             script.parse_args(
-                ["--preset", "tiny", "--glue", "sst2", "--summarization", "aeslc"] + extra
+                ["--preset", "tiny", "--glue", "sst2", "--summarization", "aeslc", *extra]
             )
         assert exc.value.code == 2
         assert flag in capsys.readouterr().err, (extra, flag)
@@ -216,20 +174,8 @@ def test_cosreg_proportional_full_finetune(script, tmp_path):
     weights trained."""
     out = tmp_path / "cosreg"
     metrics = script.main(
-        BASE
-        + [
-            "--method",
-            "cosreg",
-            "--tokenizer",
-            "byte",
-            "--schedule",
-            "proportional",
-            "--full-finetune",
-            "--steps",
-            "2",
-            "--output-dir",
-            str(out),
-        ]
+        [*BASE, "--method", "cosreg", "--tokenizer", "byte", "--schedule", "proportional", "--full-finetune",
+         "--steps", "2", "--output-dir", str(out)]
     )
     _check_run(out, ["sst2", "aeslc"], expect_cosine=True)
     assert metrics["trainable_params"] == metrics["total_params"]

@@ -54,7 +54,7 @@ def test_every_available_backend_satisfies_the_protocol(device):
         backend = get_backend(name, device)
         assert isinstance(backend, Backend)
         assert backend.name == name == name.lower()
-        assert backend.NAME == name  # the older spelling, still used by callers
+        assert name == backend.NAME  # the older spelling, still used by callers
         assert unavailable_reason(name, device) is None
 
 
@@ -130,7 +130,9 @@ def test_triton_on_cpu_only_under_the_interpreter(monkeypatch):
         pytest.skip("triton not installed")
     module = importlib.import_module("gradsurg.kernels.triton")
     monkeypatch.setattr(module, "interpreted", lambda kernel=None: False)
-    with pytest.raises(RuntimeError, match=r"backend: 'triton' is unavailable: it runs on CUDA tensors \(got cpu\).*TRITON_INTERPRET=1"):
+    with pytest.raises(
+        RuntimeError, match=r"backend: 'triton' is unavailable: it runs on CUDA tensors \(got cpu\).*TRITON_INTERPRET=1"
+    ):
         get_backend("triton", CPU)
     assert get_backend("triton", GPU) is module
     monkeypatch.setattr(module, "interpreted", lambda kernel=None: True)
@@ -140,7 +142,9 @@ def test_triton_on_cpu_only_under_the_interpreter(monkeypatch):
 def test_triton_missing(monkeypatch):
     real = registry._load
     monkeypatch.setattr(registry, "_load", lambda m: "No module named 'triton'" if m.endswith(".triton") else real(m))
-    with pytest.raises(RuntimeError, match=r"backend: 'triton' is unavailable: it needs the triton package \(pip install triton\)"):
+    with pytest.raises(
+        RuntimeError, match=r"backend: 'triton' is unavailable: it needs the triton package \(pip install triton\)"
+    ):
         get_backend("triton", GPU)
     assert "triton" not in available_backends(GPU)
     assert get_backend("auto", GPU).name in ("cuda", "torch")

@@ -124,7 +124,7 @@ def all_orders(T: int):
     per_task = []
     for i in range(T):
         others = [j for j in range(T) if j != i]
-        per_task.append([list(p) + [i] for p in itertools.permutations(others)])
+        per_task.append([[*list(p), i] for p in itertools.permutations(others)])
     for combo in itertools.product(*per_task):
         yield torch.tensor(combo, dtype=torch.int64)
 

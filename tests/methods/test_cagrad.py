@@ -96,7 +96,7 @@ def test_cagrad_zero_row_nondegenerate(T):
     J[1] = -1.0 * v + 0.1 * rng.standard_normal(P)
     J[2] = 0.0
     J = torch.from_numpy(J)
-    _, gw, val = cagrad_direction(J, 0.4)
+    _, _gw, val = cagrad_direction(J, 0.4)
     assert val < -1e-3 * float(torch.linalg.vector_norm(J, dim=1).max()) ** 2  # non-degenerate
     close(lib_weights("cagrad", J) @ J, cagrad(J, 0.4, 1), 1e-5 * scale_of(J))
     close(lib_weights("mgda", J) @ J, torch.zeros(P, dtype=F64), 1e-12 * scale_of(J))
@@ -119,7 +119,7 @@ def test_cagrad_zero_inside_hull(T):
     # bracket at u = 1e-12·hi is below its min-norm solver's resolution and wrongly concluded
     # "g_w* = 0", returning g0/(1+c²).)
     J = _zero_inside_hull(T)
-    _, gw, val = cagrad_direction(J, 0.4)
+    _, _gw, val = cagrad_direction(J, 0.4)
     assert val < -1e-3 * float(torch.linalg.vector_norm(J, dim=1).max()) ** 2
     close(cagrad(J, 0.4, 0), _cagrad_primal(J, 0.4), 1e-7 * scale_of(J))  # oracle sanity
     close(lib_weights("cagrad", J) @ J, cagrad(J, 0.4, 1), 1e-5 * scale_of(J))

@@ -59,16 +59,16 @@ def test_db_mtl_balances_magnitudes_and_loss_scale():
 
 @pytest.mark.parametrize("kwargs", [{"beta": 1.0}, {"beta": -0.5}])
 def test_bad_arguments(kwargs):
-    with pytest.raises(ValueError, match="^beta: "):
+    with pytest.raises(ValueError, match=r"^beta: "):
         gradsurg.get_method("db_mtl", **kwargs)
 
 
 @pytest.mark.parametrize("losses", [[1.0, 0.0, 2.0], [1.0, -1.0, 2.0], [1.0, float("nan"), 2.0]])
 def test_db_mtl_bad_losses(losses):
     J = make_family("random", 3)
-    with pytest.raises(ValueError, match="^losses: "):
+    with pytest.raises(ValueError, match=r"^losses: "):
         gradsurg.get_method("db_mtl").weights(J @ J.T, losses=torch.tensor(losses, dtype=F64))
-    with pytest.raises(ValueError, match="^losses: "):
+    with pytest.raises(ValueError, match=r"^losses: "):
         gradsurg.get_method("db_mtl").weights(J @ J.T)
 
 

@@ -23,5 +23,5 @@ def test_dualproj_textbook(family, T):
 
 
 def test_argument_validation():
-    with pytest.raises(ValueError, match="^reg_eps:"):
+    with pytest.raises(ValueError, match=r"^reg_eps:"):
         DualProj(reg_eps=-1e-3)

@@ -66,7 +66,7 @@ def test_fairgrad_pareto_stationary_gives_zero():
 
 @pytest.mark.parametrize("kwargs", [{"alpha": 0.0}, {"alpha": -1.0}, {"alpha": float("inf")}])
 def test_bad_arguments(kwargs):
-    with pytest.raises(ValueError, match="^alpha: "):
+    with pytest.raises(ValueError, match=r"^alpha: "):
         gradsurg.get_method("fairgrad", **kwargs)
 
 

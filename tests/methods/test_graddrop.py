@@ -61,7 +61,7 @@ def test_graddrop_signs_and_bounds(J, seed, leak):
     assert (out.abs() <= bound * (1 + 1e-12)).all()
     total, abs_total = J.sum(0), J.abs().sum(0)
     purity = torch.where(abs_total > 0, 0.5 * (1 + total / torch.where(abs_total > 0, abs_total, 1.0)), 0.5)
-    positive = U < purity
+    positive = purity > U
     if leak == 0.0:
         assert (out[positive] >= 0).all() and (out[~positive] <= 0).all()
         # Purity 1 (all components ≥ 0) always keeps everything.

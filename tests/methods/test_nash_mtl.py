@@ -33,7 +33,7 @@ def test_nash_mtl_textbook(family, T):
         # No direction improves every task (e.g. g_2 = −g_1): no bargaining solution, weights 0.
         assert np.all(got == 0.0)
         return
-    alpha, d = ref
+    _alpha, d = ref
     close_np(got, d, 1e-8 * max(np.linalg.norm(d), 1e-300), f"{family} T={T}")
 
 

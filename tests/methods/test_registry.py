@@ -258,7 +258,7 @@ def test_aggregate_matches_the_method(label, family):
 
 @pytest.mark.parametrize("name", labels(("loss", "double")))
 def test_aggregate_rejects_methods_without_given_gradients(name):
-    with pytest.raises(ValueError, match="^method: "):
+    with pytest.raises(ValueError, match=r"^method: "):
         gradsurg.aggregate(torch.ones(3, 4), build(name))
 
 
@@ -429,7 +429,7 @@ def test_task_count(label):
     J3, J4 = make_family("random", 3), make_family("random", 5)[:4]
     apply(m, J3)
     if getattr(m, "tied_to_num_tasks", False):
-        with pytest.raises(ValueError, match="^losses: "):
+        with pytest.raises(ValueError, match=r"^losses: "):
             apply(m, J4)
         m.reset()
     d, _ = apply(m, J4)

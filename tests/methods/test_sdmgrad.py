@@ -43,7 +43,7 @@ def test_sdmgrad_limits():
 
 @pytest.mark.parametrize("kwargs", [{"lamda": -0.1}, {"lamda": float("nan")}])
 def test_bad_arguments(kwargs):
-    with pytest.raises(ValueError, match="^lamda: "):
+    with pytest.raises(ValueError, match=r"^lamda: "):
         gradsurg.get_method("sdmgrad", **kwargs)
 
 

@@ -45,15 +45,15 @@ agg = pytest.importorskip("torchjd.aggregation")
 pytest.importorskip("quadprog", reason="torchjd[quadprog_projector] extra not installed")
 pytest.importorskip("cvxpy", reason="torchjd[nash_mtl,cagrad] extras not installed")
 
-from gradsurg.methods.aligned_mtl import aligned_mtl_weights  # noqa: E402
-from gradsurg.methods.cagrad import cagrad_weights  # noqa: E402
-from gradsurg.methods.config import config_weights  # noqa: E402
-from gradsurg.methods.dualproj import dualproj_weights  # noqa: E402
-from gradsurg.methods.gradvac import gradvac_weights  # noqa: E402
-from gradsurg.methods.imtl_g import imtl_g_weights  # noqa: E402
-from gradsurg.methods.nash_mtl import nash_mtl_weights  # noqa: E402
-from gradsurg.methods.pcgrad import pcgrad_weights  # noqa: E402
-from gradsurg.methods.upgrad import upgrad_weights  # noqa: E402
+from gradsurg.methods.aligned_mtl import aligned_mtl_weights
+from gradsurg.methods.cagrad import cagrad_weights
+from gradsurg.methods.config import config_weights
+from gradsurg.methods.dualproj import dualproj_weights
+from gradsurg.methods.gradvac import gradvac_weights
+from gradsurg.methods.imtl_g import imtl_g_weights
+from gradsurg.methods.nash_mtl import nash_mtl_weights
+from gradsurg.methods.pcgrad import pcgrad_weights
+from gradsurg.methods.upgrad import upgrad_weights
 
 F64 = torch.float64
 TS = [2, 3, 5, 8]

@@ -26,7 +26,7 @@ from gradsurg.methods.upgrad import UPGrad, upgrad_weights
 @pytest.mark.parametrize("family", ["random", "conflicting", "one_zero"])
 def test_enumeration_agrees_with_slsqp(family, T):
     J = make_family(family, T).numpy()
-    for g in list(J) + [J.mean(axis=0)]:
+    for g in [*list(J), J.mean(axis=0)]:
         a = project_dual_cone_enum(J, g)
         b = project_dual_cone_slsqp(J, g)
         close_np(a, b, 1e-6 * max(float((g @ g) ** 0.5), 1.0), f"{family} T={T}")
@@ -48,5 +48,5 @@ def test_reg_eps_matches_regularised_problem():
 
 
 def test_argument_validation():
-    with pytest.raises(ValueError, match="^reg_eps:"):
+    with pytest.raises(ValueError, match=r"^reg_eps:"):
         UPGrad(reg_eps=-1.0)

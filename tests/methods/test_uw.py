@@ -68,7 +68,7 @@ def test_bad_losses():
 
 
 def test_end_to_end_grad_equals_hand_objective():
-    method, opt, ref, hand_L = check_first_step_is_hand_objective(
+    method, opt, _ref, hand_L = check_first_step_is_hand_objective(
         "uw", lambda L, net: sum(0.5 * L[t] for t in range(len(L)))  # s = 0
     )
     own = list(method.parameters())

@@ -23,8 +23,8 @@ import sys
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 _IMPORTED_BEFORE = "triton" in sys.modules
 

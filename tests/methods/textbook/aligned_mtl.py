@@ -21,7 +21,7 @@ def aligned_mtl(J, scale_mode: str = "min", pref: str = "mean", rank_rtol=None) 
     p = np.full(T, 1.0 / T if pref == "mean" else 1.0)
     if S.max() <= 0:
         return np.zeros(J.shape[1])
-    keep = S > rank_rtol * S.max()
+    keep = rank_rtol * S.max() < S
     U, S, Vt = U[:, keep], S[keep], Vt[keep]
     lam = S**2
     if scale_mode == "min":

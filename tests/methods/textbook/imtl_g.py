@@ -35,8 +35,7 @@ def imtl_g_alpha(J: Tensor) -> Tensor:
     DU = D @ U.T
     # Solve α DU = g_1 Uᵀ, i.e. DUᵀ αᵀ = U g_1.
     alpha_rest = torch.linalg.solve(DU.T, U @ J[0])
-    alpha = torch.cat([(1 - alpha_rest.sum()).reshape(1), alpha_rest])
-    return alpha
+    return torch.cat([(1 - alpha_rest.sum()).reshape(1), alpha_rest])
 
 
 def imtl_g(J: Tensor) -> Tensor:
