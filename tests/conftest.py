@@ -28,6 +28,23 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+# Tests that exercise the multi-threaded kernels (OpenMP in the C++ backend) keep torch's
+# threads; everything else works on tiny tensors, where the intra-op pool is pure overhead
+# (a quarter of the suite's time on two cores).
+_KEEP_THREADS = ("/kernels/", "/triton/", "test_kernels_", "test_benchmark")
+
+
+@pytest.fixture(autouse=True)
+def _single_thread(request):
+    if any(part in str(request.node.path) for part in _KEEP_THREADS):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class SharedTrunk(torch.nn.Module):
     """A shared trunk with one linear head per task: the smallest real MTL model."""
 
