@@ -33,7 +33,15 @@ if TYPE_CHECKING:
     from .buffer import SharedBuffers
     from .step.capture import Captured
 
-__all__ = ["DATA_PARALLEL_MODES", "DataParallel", "DataParallelMode", "LocalReduce", "ShardedReduce", "make_reducer"]
+__all__ = [
+    "DATA_PARALLEL_MODES",
+    "DataParallel",
+    "DataParallelMode",
+    "LocalReduce",
+    "ShardedReduce",
+    "make_reducer",
+    "mean_over_ranks_",
+]
 
 DataParallelMode = Literal["exact", "local", "none"]
 #: Accepted values of ``GradSurgery(data_parallel=...)``.
@@ -118,23 +126,32 @@ class DataParallel(LocalReduce):
         return flags.to(torch.bool)
 
     def mean_(self, tensors: Sequence[Tensor]) -> None:
-        """Average ``tensors`` over the ranks, in place, one flat all-reduce per dtype/device."""
-        by_layout: dict[tuple, list[Tensor]] = {}
-        for t in tensors:
-            by_layout.setdefault((t.device, t.dtype), []).append(t)
-        for group in by_layout.values():
-            flat = torch.cat([t.reshape(-1) for t in group])
-            self._dist.all_reduce(flat, group=self.group)
-            flat.div_(self.world_size)
-            offset = 0
-            for t in group:
-                t.copy_(flat[offset : offset + t.numel()].view_as(t))
-                offset += t.numel()
+        """Average ``tensors`` over the ranks, in place."""
+        mean_over_ranks_(tensors, self.group)
 
     def finish(self, grads: Sequence[Tensor]) -> None:
         """Local mode: average the combined gradients over the ranks, as plain DDP would."""
         if not self.exact:
             self.mean_(grads)
+
+
+def mean_over_ranks_(tensors: Sequence[Tensor], group: Any) -> None:
+    """Average ``tensors`` over the ranks of ``group``, in place: one flat all-reduce per
+    (device, dtype)."""
+    import torch.distributed as dist
+
+    world_size = dist.get_world_size(group)
+    by_layout: dict[tuple, list[Tensor]] = {}
+    for t in tensors:
+        by_layout.setdefault((t.device, t.dtype), []).append(t)
+    for members in by_layout.values():
+        flat = torch.cat([t.reshape(-1) for t in members])
+        dist.all_reduce(flat, group=group)
+        flat.div_(world_size)
+        offset = 0
+        for t in members:
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
 
 
 def make_reducer(mode: DataParallelMode, process_group: Any, *, sharded: bool = False) -> LocalReduce:

@@ -87,7 +87,6 @@ class Sharding:
     def __init__(self, handles: dict[int, FSDPHandle], group: Any = None) -> None:
         import torch.distributed as dist
 
-        self._dist = dist
         self.handles = handles
         self.group = group
         self.rank = dist.get_rank(group)
@@ -100,20 +99,14 @@ class Sharding:
     def localize(self, params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> list[Tensor | None]:
         """Full-size gradients of ``params``' unsharded parameters → this rank's shards of
         their mean over the ranks (one flat all-reduce)."""
-        present = [g for g in grads if g is not None]
-        if present:
-            flat = torch.cat([g.reshape(-1) for g in present])
-            self._dist.all_reduce(flat, group=self.group)
-            flat.div_(self.world_size)
-            averaged = iter(flat.split([g.numel() for g in present]))
-        out: list[Tensor | None] = []
-        for p, g in zip(params, grads):
-            if g is None:
-                out.append(None)
-                continue
-            full = next(averaged).view_as(g)
-            out.append(self.handles[id(p)].local_shard(full, self.rank, self.world_size))
-        return out
+        from .distributed import mean_over_ranks_
+
+        # autograd.grad's results are fresh tensors: averaged in place.
+        mean_over_ranks_([g for g in grads if g is not None], self.group)
+        return [
+            None if g is None else self.handles[id(p)].local_shard(g, self.rank, self.world_size)
+            for p, g in zip(params, grads)
+        ]
 
 
 _MODULES: list[weakref.ref] = []

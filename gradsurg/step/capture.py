@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..buffer import SharedBuffers
+from ..kernels import reference
 from .plan import StepPlan
 
 if TYPE_CHECKING:
@@ -68,15 +69,6 @@ def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
     return b if a is None else a if b is None else a + b.to(a.device)
 
 
-def _copy_rows(dst: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
-    present = [(d, g) for d, g in zip(dst, grads) if g is not None]
-    if present:
-        torch._foreach_copy_([d for d, _ in present], [g for _, g in present])
-    missing = [d for d, g in zip(dst, grads) if g is None]
-    if missing:
-        torch._foreach_zero_(missing)
-
-
 def capture_task_gradients(
     plan: StepPlan,
     buffers: SharedBuffers | None,
@@ -127,7 +119,7 @@ def capture_task_gradients(
                     if present:
                         torch._foreach_add_([d for d, _ in present], [g for _, g in present])
                 elif group.matrix.dtype != group.flat.dtype:
-                    _copy_rows(group.rows[t], part)  # narrower J: torch converts while copying
+                    reference.flatten_into(group.rows[t], part)  # narrower J: torch converts the dtype
                 else:
                     backend.flatten_into(group.rows[t], part)
                 if on_row is not None:
