@@ -7,7 +7,7 @@ from .imtl_g import IMTLG
 from .mean import Mean
 from .mgda import MGDA
 from .pcgrad import PCGrad
-from .registry import available_methods, get_method, method_class, resolve_method
+from .registry import available_methods, build_method, get_method, method_class, resolve_method
 from .sum import Sum
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "PCGrad",
     "Sum",
     "available_methods",
+    "build_method",
     "get_method",
     "method_class",
     "resolve_method",

@@ -60,6 +60,11 @@ class Method(nn.Module):
     #: Whether micro-batches can be accumulated with ``GradSurgery.backward(..., sync=False)``
     #: (the per-task gradients add up; loss-space methods weigh the whole batch's losses first).
     accumulates: ClassVar[bool] = False
+    #: Constructor arguments the caller must supply from the training setup rather than as an
+    #: option: ``"num_tasks"`` (learnable per-task parameters) and ``"layer"`` (the parameters
+    #: of the last shared layer, GradNorm). :func:`~gradsurg.methods.build_method` passes
+    #: exactly these, so training scripts need no per-method branches.
+    needs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self) -> None:
         super().__init__()

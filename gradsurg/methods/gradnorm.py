@@ -49,6 +49,7 @@ class GradNorm(LossWeighting):
     """
 
     name = "gradnorm"
+    needs = frozenset({"num_tasks", "layer"})
     permutation_invariant = True
     stateful = True
     tied_to_num_tasks = True

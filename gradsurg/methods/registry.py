@@ -13,7 +13,10 @@ from typing import Any
 
 from .base import DoubleBackwardMethod, GramMethod, LossWeighting, MatrixMethod, Method
 
-__all__ = ["available_methods", "get_method", "method_class", "resolve_method"]
+__all__ = ["SETUP_ARGUMENTS", "available_methods", "build_method", "get_method", "method_class", "resolve_method"]
+
+#: The training-setup arguments a method may declare in ``Method.needs``.
+SETUP_ARGUMENTS = frozenset({"num_tasks", "layer"})
 
 # The classic methods first, in the order users meet them; the rest alphabetically.
 _FIRST = ("sum", "mean", "pcgrad", "gradvac", "cagrad", "mgda", "imtl_g")
@@ -63,6 +66,30 @@ def get_method(name: str, /, **kwargs: Any) -> Method:
         ValueError: unknown ``name`` (the message lists the known ones).
     """
     return method_class(name)(**kwargs)
+
+
+def build_method(name: str, /, *, num_tasks: int | None = None, layer: Any = None, **options: Any) -> Method:
+    """Build the method ``name`` for a training setup, passing only what it declares it needs.
+
+    ``num_tasks`` and ``layer`` (the parameters of the last shared layer) describe the setup;
+    each is handed to the method only if its class lists it in :attr:`Method.needs`, so one call
+    builds any registered method:
+
+    >>> build_method("uw", num_tasks=3, layer=None)
+    UW(num_tasks=3)
+    >>> build_method("pcgrad", num_tasks=3)
+    PCGrad(seed=0)
+
+    Raises:
+        ValueError: unknown ``name``, or a needed setup argument that is ``None``.
+    """
+    cls = method_class(name)
+    setup = {"num_tasks": num_tasks, "layer": layer}
+    for key in sorted(cls.needs):
+        if setup[key] is None:
+            raise ValueError(f"{key}: method {name!r} needs it to be built")
+        options[key] = setup[key]
+    return cls(**options)
 
 
 def resolve_method(method: str | Method) -> Method:

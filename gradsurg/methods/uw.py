@@ -33,6 +33,7 @@ class UW(LossWeighting):
     """
 
     name = "uw"
+    needs = frozenset({"num_tasks"})
     permutation_invariant = True
     tied_to_num_tasks = True
 

@@ -55,3 +55,22 @@ def test_a_non_finite_gram_is_refused_by_name(name):
     method = gradsurg.get_method(name)
     with pytest.raises(ValueError, match="gram: has non-finite entries"):
         method.weights(gram, losses=torch.ones(2, dtype=torch.float64))
+
+
+# --- build_method: every registered method from one setup, no per-method branches ---------
+
+
+@pytest.mark.parametrize("name", gradsurg.available_methods())
+def test_build_method_builds_every_method_from_the_setup(name):
+    layer = [torch.nn.Parameter(torch.ones(3))]
+    method = gradsurg.methods.build_method(name, num_tasks=2, layer=layer)
+    assert isinstance(method, gradsurg.methods.method_class(name))
+    assert method.needs <= gradsurg.methods.registry.SETUP_ARGUMENTS
+
+
+def test_build_method_passes_only_declared_needs_and_names_missing_ones():
+    assert gradsurg.methods.build_method("uw", num_tasks=3).log_vars.numel() == 3
+    with pytest.raises(ValueError, match="num_tasks: method 'uw' needs it"):
+        gradsurg.methods.build_method("uw")
+    with pytest.raises(ValueError, match="layer: method 'gradnorm' needs it"):
+        gradsurg.methods.build_method("gradnorm", num_tasks=2)
