@@ -9,13 +9,10 @@ STATEFUL_OPTIONS = {"nash_mtl": {"update_weights_every": 2}, "stch": {"ideal": "
 
 
 def build(name: str, model, num_tasks: int, *, stateful: bool = False) -> gradsurg.Method:
-    """The method ``name``; UW and GradNorm get the task count, GradNorm the trunk's last layer."""
+    """The method ``name`` for this setup (the task count and the trunk's last layer are passed
+    to the methods that declare they need them)."""
     options = dict(STATEFUL_OPTIONS.get(name, {})) if stateful else {}
-    if name == "uw":
-        options["num_tasks"] = num_tasks
-    if name == "gradnorm":
-        options.update(num_tasks=num_tasks, layer=model.trunk[2].weight)
-    return gradsurg.get_method(name, **options)
+    return gradsurg.methods.build_method(name, num_tasks=num_tasks, layer=model.trunk[2].weight, **options)
 
 
 def per_task_gradient_methods() -> list[str]:
