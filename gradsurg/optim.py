@@ -17,9 +17,10 @@ from .distributed import DATA_PARALLEL_MODES, DataParallelMode, make_reducer
 from .fsdp import Sharding, fsdp_handles
 from .kernels import BACKENDS, get_backend
 from .losses import check_task_weights_arg
-from .methods import GramMethod, Method, resolve_method
+from .methods import GramMethod, MatrixMethod, Method, resolve_method
 from .stats import SurgeryStats
 from .step import StepPath, path_for, plan_step
+from .step.batching import TaskBatching
 from .step.capture import Captured
 from .step.nonfinite import NONFINITE_POLICIES, NonFinitePolicy
 from .step.paths import CachedWeightsPath, GroupedGramPath, RepresentationPath
@@ -75,6 +76,25 @@ class GradSurgery(torch.optim.Optimizer):
             losses, the update is that of the unscaled computation, and an overflowing step
             writes the plain gradient (infs included) so that ``scaler.step(opt)`` skips it and
             ``scaler.update()`` backs off, as in plain PyTorch.
+        data_parallel: under ``torch.distributed``: ``"exact"`` (default) all-reduces the
+            per-task gradients (DDP) or the Gram of the local shards (FSDP2), so every rank
+            applies the surgery of the global batch; ``"local"`` runs the surgery on each rank's
+            own gradients and averages the results (an approximation, one all-reduce); ``"none"``
+            does no communication.
+        process_group: the process group of ``data_parallel`` (default: the world).
+        refresh_every: k > 1 computes the per-task gradients, the Gram matrix and the weights
+            every k-th step only; in between, one backward of Σ_t w_t L_t with the cached
+            weights (Gram methods; ``stats.refreshed`` says which steps refreshed).
+        groups: ``"parameter"`` or a list of parameter lists: an independent Gram matrix,
+            weights and combination per group (Gram methods; ``stats.group_weights``).
+        j_dtype: storage dtype of J (``torch.bfloat16`` halves the buffer; the Gram is still
+            summed in float64). Gram methods only.
+        batch_tasks: ``True`` runs the T per-task backward passes as one vmapped autograd call
+            (``is_grads_batched``), an int c ≥ 2 in calls of c tasks; ``False`` (default) one
+            pass per task. The same gradients in fewer, larger kernels: usually faster on GPUs,
+            slower on CPUs (see :mod:`gradsurg.step.batching`). A model that cannot be vmapped
+            falls back to one pass per task with a warning; ``stats.tasks_per_backward`` says
+            what a step used. Gram and matrix methods, not with FSDP2.
 
     Parameters that a loss reaches but the wrapped optimizer does not hold (task heads in a
     second optimizer) get their ordinary gradient, as with ``Tensor.backward``.
@@ -96,6 +116,7 @@ class GradSurgery(torch.optim.Optimizer):
         refresh_every: int = 1,
         groups: Literal["parameter"] | Sequence[Iterable[Tensor]] | None = None,
         j_dtype: torch.dtype | None = None,
+        batch_tasks: bool | int = False,
     ) -> None:
         # Everything is checked before the wrapped optimizer is touched: a failed construction
         # leaves it exactly as it was.
@@ -121,6 +142,12 @@ class GradSurgery(torch.optim.Optimizer):
             raise ValueError(f"refresh_every: expected an int ≥ 1, got {refresh_every!r}")
         if j_dtype is not None and not (isinstance(j_dtype, torch.dtype) and j_dtype.is_floating_point):
             raise ValueError(f"j_dtype: expected a floating torch.dtype (e.g. torch.bfloat16), got {j_dtype!r}")
+        if not isinstance(batch_tasks, int) or (not isinstance(batch_tasks, bool) and batch_tasks < 1):
+            raise ValueError(f"batch_tasks: expected True, False or a number of tasks per call ≥ 1, got {batch_tasks!r}")
+        if batch_tasks is not False and sharded:
+            raise ValueError(
+                "batch_tasks: the batched backward is not supported on FSDP2-sharded parameters; use batch_tasks=False"
+            )
         self.optimizer = optimizer
         self.method = resolve_method(method)
         if j_dtype is not None and not isinstance(self.method, GramMethod):
@@ -134,6 +161,14 @@ class GradSurgery(torch.optim.Optimizer):
                 "(only Gram methods do: matrix methods combine J itself, loss-space methods already "
                 "take one backward)"
             )
+        if batch_tasks is not False and not isinstance(self.method, (GramMethod, MatrixMethod)):
+            raise ValueError(
+                f"batch_tasks: {self.method.name} computes no per-task gradients of the shared parameters "
+                "to batch; use batch_tasks=False"
+            )
+        self.batch_tasks = batch_tasks
+        # True: every task in one call (the chunk is capped at T each step).
+        self._batching = TaskBatching(1 << 30 if batch_tasks is True else int(batch_tasks))
         self._path = path_for(self.method)
         self.groups = self._check_groups(groups, refresh_every)
         self._group_methods: list[Method] = []

@@ -51,6 +51,9 @@ class SurgeryStats:
             one backward (False: ``gram`` is None). Always True otherwise.
         group_weights: with ``groups=``, the ``(G, T)`` weights of each group (``weights`` is
             then NaN); None otherwise.
+        tasks_per_backward: the most tasks one autograd call took for the per-task gradients
+            (``batch_tasks=``); 1 is one backward pass per task, also after a model fell back
+            from batching. 1 for paths without per-task gradients.
     """
 
     task_names: tuple[str, ...]
@@ -64,6 +67,7 @@ class SurgeryStats:
     micro_batches: int = 1
     refreshed: bool = True
     group_weights: Tensor | None = None
+    tasks_per_backward: int = 1
 
     @property
     def norms(self) -> Tensor | None:
@@ -105,6 +109,7 @@ def make_stats(
     backend: str,
     nonfinite_tasks: tuple[str, ...] = (),
     micro_batches: int = 1,
+    tasks_per_backward: int = 1,
 ) -> SurgeryStats:
     """The one builder of :class:`SurgeryStats`: a step that names non-finite tasks was skipped
     (weights zero); ``weights=None`` means the method has no weights (NaN)."""
@@ -124,4 +129,5 @@ def make_stats(
         skipped=skipped,
         nonfinite_tasks=tuple(nonfinite_tasks),
         micro_batches=micro_batches,
+        tasks_per_backward=tasks_per_backward,
     )

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..buffer import SharedBuffers
 from ..kernels import reference
+from .batching import TaskBatching
 from .plan import StepPlan
 
 if TYPE_CHECKING:
@@ -40,12 +41,14 @@ class Captured:
             (on the parameters' device; read at the step's one host synchronisation).
         losses: ``(T,)`` float64 sum of the detached losses, on their device.
         micro_batches: how many ``backward`` calls were captured.
+        tasks_per_backward: the most tasks one autograd call took (1: a pass per task).
     """
 
     specific: dict[int, Tensor] = field(default_factory=dict)
     finite_specific: Tensor | None = None
     losses: Tensor | None = None
     micro_batches: int = 0
+    tasks_per_backward: int = 1
 
     def merge(self, other: Captured) -> Captured:
         """This capture followed by ``other`` (a later micro-batch of the same step)."""
@@ -58,6 +61,7 @@ class Captured:
             _and(self.finite_specific, other.finite_specific),
             _add(self.losses, other.losses),
             self.micro_batches + other.micro_batches,
+            min(self.tasks_per_backward, other.tasks_per_backward),
         )
 
 
@@ -76,6 +80,7 @@ def capture_task_gradients(
     *,
     accumulate: bool = False,
     on_row: Callable[[Tensor], None] | None = None,
+    batching: TaskBatching | None = None,
 ) -> Captured:
     """Run T autograd passes; write task t's gradients of the shared parameters into row t of J
     (of every layout group), or add them to it with ``accumulate`` (a later micro-batch).
@@ -83,19 +88,15 @@ def capture_task_gradients(
     Gradients are of α_t L_t. A shared parameter a task does not reach gets a zero segment.
     ``on_row`` is called with each group's row of task t once it is complete (a data-parallel
     reducer starts its all-reduce there). Nothing visible to the user (``.grad``, parameters)
-    is changed here.
+    is changed here. ``batching`` runs several tasks per autograd call (``batch_tasks=``).
     """
     slot = {k: s for s, k in enumerate(plan.shared_idx)}
+    batching = batching or TaskBatching()
+    batched = batching.active
     captured = Captured(micro_batches=1)
     flags: list[Tensor] = []
-    for t, (name, loss) in enumerate(zip(plan.names, plan.scalars)):
-        grads: Sequence[Tensor | None] = torch.autograd.grad(
-            loss,
-            plan.targets(plan.reached[t]),
-            grad_outputs=torch.full_like(loss, plan.alphas[t]),
-            retain_graph=plan.retain_graph or t < plan.num_tasks - 1,
-            allow_unused=True,
-        )
+    for t, grads in batching.gradients(plan):
+        name, loss = plan.names[t], plan.scalars[t]
         for k, g in zip(plan.reached[t], grads):
             if g is not None:
                 check_dense(name, k, g)
@@ -124,6 +125,7 @@ def capture_task_gradients(
                     backend.flatten_into(group.rows[t], part)
                 if on_row is not None:
                     on_row(group.matrix[t])
+    captured.tasks_per_backward = min(batching.chunk, plan.num_tasks) if batched and batching.active else 1
     captured.finite_specific = torch.stack(flags)
     captured.losses = torch.stack([loss.detach().to(torch.float64) for loss in plan.scalars])
     return captured

@@ -60,7 +60,12 @@ class _PerTaskGradientPath:
         reducer = surgery._reduce
         try:
             captured = capture_task_gradients(
-                plan, buffers, kernels, accumulate=pending is not None, on_row=reducer.row_ready if sync else None
+                plan,
+                buffers,
+                kernels,
+                accumulate=pending is not None,
+                on_row=reducer.row_ready if sync else None,
+                batching=surgery._batching,
             )
         except BaseException as error:
             if pending is not None:
@@ -93,6 +98,7 @@ class _PerTaskGradientPath:
                 backend=backend,
                 nonfinite_tasks=bad,
                 micro_batches=captured.micro_batches,
+                tasks_per_backward=captured.tasks_per_backward,
             )
 
         bad = nonfinite_tasks(plan.names, host.finite, "skip" if surgery.scaler_enabled else surgery.nonfinite)

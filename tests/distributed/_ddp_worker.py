@@ -111,6 +111,7 @@ def worker(rank: int, world: int, port: int, out_dir: str, cases: list[dict]) ->
                 method=make_method(case["method"]),
                 data_parallel=case.get("mode", "exact"),
                 nonfinite=case.get("nonfinite", "raise"),
+                batch_tasks=case.get("batch_tasks", False),
             )
             expected = "ShardedReduce" if case.get("fsdp") else "DataParallel"
             assert type(opt._reduce).__name__ == expected, type(opt._reduce).__name__

@@ -26,6 +26,7 @@ CASES = [
     {"id": "uw", "method": "uw"},
     {"id": "graddrop", "method": "graddrop"},
     {"id": "accumulate", "method": "pcgrad", "micro_batches": 2},
+    {"id": "batched", "method": "upgrad", "batch_tasks": True, "micro_batches": 2},
     {"id": "unused", "method": "mgda", "find_unused": True},
     {"id": "nan-raise", "method": "pcgrad", "nan_rank": 1, "nonfinite_step": 1},
     {"id": "nan-skip", "method": "pcgrad", "nan_rank": 1, "nonfinite_step": 1, "nonfinite": "skip"},
@@ -91,7 +92,7 @@ def _assert_bitwise_equal_across_ranks(per_rank):
             assert torch.equal(a, b)
 
 
-EXACT = ["pcgrad", "mgda", "upgrad", "nash_mtl", "uw", "graddrop", "accumulate", "unused"]
+EXACT = ["pcgrad", "mgda", "upgrad", "nash_mtl", "uw", "graddrop", "accumulate", "batched", "unused"]
 FSDP = ["fsdp-pcgrad", "fsdp-mgda", "fsdp-upgrad", "fsdp-nash_mtl", "fsdp-uw", "fsdp-accumulate"]
 
 
