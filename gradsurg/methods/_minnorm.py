@@ -22,9 +22,9 @@ span the square of the norm ratio. Now every test and solve is scale-free:
   the differences d_i = g_i − g_r from its smallest vertex g_r, with the columns d_i scaled to
   unit length (Jacobi scaling), so that its matrix has unit diagonal whatever the norms are;
   the weights of large vertices then come out with full relative precision even when they are
-  ~1e-60; the solution is then refined with residuals of G_S v = λ1, 1ᵀv = 1 computed from G
-  in double-double arithmetic (Dekker 1971), which recovers the exact answer where large
-  vertices cancel each other (g_2 = −g_1/2 beside small vertices);
+  ~1e-60; the solution is then refined with residuals of G_S v = λ1, 1ᵀv = 1 computed exactly
+  from G and rounded once (Dekker's exact products, Shewchuk's exact sums), which recovers the
+  exact answer where large vertices cancel each other (g_2 = −g_1/2 beside small vertices);
 * a coefficient counts as leaving the corral when its contribution v_i‖g_i‖ to x is ≤ 0 at
   rounding level of Σ_k |v_k|‖g_k‖ (not when v_i itself is small);
 * finite termination: each major cycle must strictly decrease ‖x‖; a step that rounding makes
@@ -40,14 +40,22 @@ The limit of any solver on a float64 G: when three or more vertices are affinely
 within ~1e-8 of their norms (e.g. a vertex of norm 1e-8·‖g‖ next to a segment through 0), the
 corral's system is singular to working precision and the point is exact only to that level
 (~1e-8 × Σ_i w_i‖g_i‖), the square root of G's own rounding.
+
+Speed. The solver is many small dependent steps on arrays of at most T entries, so it runs in
+numpy (≈1 µs per operation; a torch operation on a tiny tensor costs 5–10 µs) and only the
+public :func:`min_norm_weights` converts from and to torch. T = 64 takes a few ms, T = 16 well
+under 1 ms (``python -m benchmarks.solves``).
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["min_norm_weights"]
+__all__ = ["min_norm_weights", "min_norm_weights_np"]
 
 # Relative tolerance of the optimality test (see the module docstring): a few hundred ulps.
 _KKT_TOL = 1e-13
@@ -61,103 +69,192 @@ _REFINE_TOL = 1e-16
 # Smallest Cholesky pivot² (relative to the unit diagonal) for which the corral's system is
 # solved by Cholesky rather than by SVD least squares.
 _CHOL_MIN = 1e-10
+_TINY = float(np.finfo(np.float64).tiny)
 
 
-def _split(a: Tensor) -> tuple[Tensor, Tensor]:
+def _split(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     c = 134217729.0 * a  # 2^27 + 1: Dekker's splitting into two 26-bit halves
     hi = c - (c - a)
     return hi, a - hi
 
 
-def _residual(gram_s: Tensor, v: Tensor, lam: float, f: Tensor) -> Tensor:
-    """``f − (G_S v − λ 1)`` with compensated (double-double) products and sums (Dekker 1971,
-    "A floating-point technique for extending the available precision"; Ogita, Rump & Oishi
-    2005, "Accurate sum and dot product"), rounded to float64 at the end."""
-    s = f.clone()
-    comp = torch.zeros_like(f)
-    g_hi, g_lo = _split(gram_s)
-    for j in range(v.numel()):
-        a = -v[j]
-        a_hi, a_lo = _split(a)
-        p = gram_s[:, j] * a
-        e = ((g_hi[:, j] * a_hi - p) + g_hi[:, j] * a_lo + g_lo[:, j] * a_hi) + g_lo[:, j] * a_lo
-        t = s + p
-        z = t - s
-        comp += ((s - (t - z)) + (p - z)) + e
-        s = t
-    t = s + lam
-    z = t - s
-    comp += (s - (t - z)) + (lam - z)
-    return t + comp
+class _Corral:
+    """The affine problem of one corral S: G_S, its Dekker split, and a factored solver of the
+    bordered system (built once, used for the solve and every refinement step)."""
 
-
-def _psd_solve(m: Tensor, rhs: Tensor) -> Tensor:
-    """Solve ``m x = rhs`` for a unit-diagonal PSD ``m``: Cholesky when ``m`` is safely positive
-    definite, else minimum-norm least squares (SVD), which handles singular ``m``."""
-    chol, info = torch.linalg.cholesky_ex(m)
-    if int(info) == 0 and float(chol.diagonal().min()) ** 2 > _CHOL_MIN:
-        return torch.cholesky_solve(rhs.unsqueeze(1), chol)[:, 0]
-    return torch.linalg.lstsq(m, rhs.unsqueeze(1), driver="gelsd").solution[:, 0]
-
-
-def _bordered_solve(gram_s: Tensor, pos: int, f: Tensor, h: float, norms: Tensor) -> tuple[Tensor, float]:
-    """Solve ``G_S v − λ 1 = f``, ``1ᵀ v = h`` for ``(v, λ)`` (``G_S`` may be near singular).
-
-    With r = ``pos`` and v = h e_r + Σ_{i≠r} t_i (e_i − e_r), the differences of the rows from
-    row r eliminate λ: Σ_k ⟨d_i, d_k⟩ t_k = f_i − f_r − h ⟨d_i, g_r⟩ with d_i = g_i − g_r, solved
-    after scaling t_i by ‖d_i‖ (unit diagonal); minimum-norm least squares if singular.
-    """
-    k = gram_s.shape[0]
-    v = torch.zeros(k, dtype=gram_s.dtype)
-    v[pos] = h
-    if k > 1:
-        rest = [i for i in range(k) if i != pos]
-        idx = torch.tensor(rest)
-        g_or = gram_s[idx, pos]
-        dd = gram_s[idx][:, idx] - g_or[:, None] - g_or[None, :] + gram_s[pos, pos]
-        dn = dd.diagonal().clamp(min=0.0).sqrt()
+    def __init__(self, gram: np.ndarray, corral: list[int], norms: np.ndarray) -> None:
+        idx = np.array(corral)
+        self.k = k = idx.shape[0]
+        self.gram_s = gram_s = gram[idx[:, None], idx[None, :]]
+        self.n_s = norms[idx]
+        self.g_hi, self.g_lo = _split(gram_s)
+        self.pos = pos = int(np.argmin(self.n_s))
+        # With r = pos and v = h e_r + Σ_{i≠r} t_i (e_i − e_r), the differences of the rows from
+        # row r eliminate λ: Σ_k ⟨d_i, d_k⟩ t_k = f_i − f_r − h ⟨d_i, g_r⟩ with d_i = g_i − g_r,
+        # solved after scaling t_i by ‖d_i‖ (unit diagonal).
+        self.rest = rest = np.concatenate([np.arange(pos), np.arange(pos + 1, k)])
+        g_or = gram_s[rest, pos]
+        g_rr = gram_s[pos, pos]
+        self.g_shift = g_or - g_rr
+        dd = gram_s[rest[:, None], rest[None, :]] - g_or[:, None] - g_or[None, :] + g_rr
+        dn = np.sqrt(np.maximum(np.diagonal(dd), 0.0))
         live = dn > 0  # d_i = 0: g_i duplicates g_r and adds nothing (t_i = 0)
-        inv = torch.where(live, 1.0 / torch.where(live, dn, 1.0), 0.0)
-        m = dd * inv[:, None] * inv[None, :]
-        rhs = (f[idx] - f[pos] - h * (g_or - gram_s[pos, pos])) * inv
-        tau = _psd_solve(m, rhs)
-        t = tau * inv
-        v[idx] = t
-        v[pos] = h - t.sum()
-    lam = float(gram_s[pos] @ v - f[pos])
-    return v, lam
+        self.inv = inv = np.where(live, 1.0 / np.where(live, dn, 1.0), 0.0)
+        self.m = m = dd * inv[:, None] * inv[None, :]
+        # m is unit-diagonal PSD. Safely positive definite (smallest Cholesky pivot² above
+        # _CHOL_MIN, so cond(m) ≲ 1e10): solve with the inverse of its Cholesky factor, which
+        # every refinement step reuses (two small products per solve); the exact residuals of
+        # the refinement correct what this loses against a backward-stable solve. Otherwise
+        # minimum-norm least squares (SVD, LAPACK gelsd), which handles a singular m.
+        self.linv: np.ndarray | None = None
+        if k > 1:
+            try:
+                chol = np.linalg.cholesky(m)
+            except np.linalg.LinAlgError:
+                chol = None
+            if chol is not None and float(np.diagonal(chol).min()) ** 2 > _CHOL_MIN:
+                self.linv = np.linalg.inv(chol)
+
+    def solve(self, f: np.ndarray, h: float) -> tuple[np.ndarray, float]:
+        """Solve ``G_S v − λ 1 = f``, ``1ᵀ v = h`` for ``(v, λ)`` (``G_S`` may be near singular)."""
+        v = np.zeros(self.k)
+        pos = self.pos
+        v[pos] = h
+        if self.k > 1:
+            rhs = (f[self.rest] - f[pos] - h * self.g_shift) * self.inv
+            if self.linv is not None:
+                tau = self.linv.T @ (self.linv @ rhs)
+            else:
+                tau = np.linalg.lstsq(self.m, rhs, rcond=None)[0]
+            t = tau * self.inv
+            v[self.rest] = t
+            v[pos] = h - t.sum()
+        return v, float(self.gram_s[pos] @ v - f[pos])
+
+    def residual(self, v: np.ndarray, lam: float, f: np.ndarray) -> np.ndarray:
+        """``f − (G_S v − λ 1)``, the correctly rounded value of the exact expression.
+
+        Every product G_ij·(−v_j) is split exactly into p_ij + e_ij (Dekker 1971, "A
+        floating-point technique for extending the available precision": TwoProduct by
+        splitting), and each row's terms f_i, p_ij, e_ij, λ are added by ``math.fsum`` (Shewchuk
+        1997, "Adaptive precision floating-point arithmetic"), which rounds the exact sum once.
+        The previous double-double accumulation (Ogita, Rump & Oishi 2005, "Accurate sum and dot
+        product") was as accurate as twice the working precision; this is at least as accurate,
+        and it is one vectorised product plus one ``fsum`` per row instead of k sequential
+        vector updates.
+        """
+        k = self.k
+        a = -v
+        a_hi, a_lo = _split(a)
+        p = self.gram_s * a
+        e = ((self.g_hi * a_hi - p) + self.g_hi * a_lo + self.g_lo * a_hi) + self.g_lo * a_lo
+        terms = np.empty((k, 2 * k + 2))
+        terms[:, 0] = f
+        terms[:, 1 : k + 1] = p
+        terms[:, k + 1 : 2 * k + 1] = e
+        terms[:, -1] = lam
+        return np.array([math.fsum(row) for row in terms.tolist()])
 
 
-def _affine_min_norm(gram: Tensor, corral: list[int], norms: Tensor) -> Tensor:
+def _affine_min_norm(gram: np.ndarray, corral: list[int], norms: np.ndarray) -> np.ndarray:
     """Weights ``v`` (summing to 1) of the min-norm point of the affine hull of ``corral``.
 
     The KKT system G_S v = λ 1, 1ᵀ v = 1 is solved in the differences from the corral's
-    smallest vertex with unit-length columns (:func:`_bordered_solve`), then refined with
-    residuals computed in double-double arithmetic from G itself (Wilkinson's iterative
+    smallest vertex with unit-length columns (:meth:`_Corral.solve`), then refined with
+    residuals computed exactly from G itself (:meth:`_Corral.residual`, Wilkinson's iterative
     refinement), so the answer is that of the given G even where large vertices nearly cancel.
     """
     k = len(corral)
     if k == 1:
-        return torch.ones(1, dtype=gram.dtype)
-    idx = torch.tensor(corral)
-    gram_s = gram[idx][:, idx]
-    n_s = norms[idx]
-    pos = int(torch.argmin(n_s))
-    zero = torch.zeros(k, dtype=gram.dtype)
-    v, lam = _bordered_solve(gram_s, pos, zero, 1.0, n_s)
-    prev = float("inf")
+        return np.ones(1)
+    sys = _Corral(gram, corral, norms)
+    zero = np.zeros(k)
+    v, lam = sys.solve(zero, 1.0)
+    prev = math.inf
     for _ in range(_REFINE):
-        r_g = _residual(gram_s, v, lam, zero)
+        r_g = sys.residual(v, lam, zero)
         r_1 = 1.0 - float(v.sum())
-        scale = float(v.abs() @ n_s)
-        size = max(float((r_g.abs() / n_s).max()) / scale, abs(r_1))
+        scale = float(np.abs(v) @ sys.n_s)
+        size = max(float((np.abs(r_g) / sys.n_s).max()) / scale, abs(r_1))
         if not size < prev / 2 or size <= _REFINE_TOL:
             break
         prev = size
-        dv, dlam = _bordered_solve(gram_s, pos, r_g, r_1, n_s)
+        dv, dlam = sys.solve(r_g, r_1)
         v = v + dv
         lam = lam + dlam
     return v / v.sum()
+
+
+def min_norm_weights_np(gram: np.ndarray, max_iter: int | None = None) -> np.ndarray:
+    """:func:`min_norm_weights` on a float64 numpy array (the solver itself; see there)."""
+    num_tasks = gram.shape[0]
+    diag = np.maximum(np.diagonal(gram), 0.0)
+    zero = diag <= 0
+    if bool(zero.any()):
+        return zero / float(zero.sum())
+    if num_tasks == 1:
+        return np.ones(1)
+    if num_tasks == 2:
+        # Two vertices: the minimiser of ‖γ g_1 + (1−γ) g_2‖² on the segment has the closed form
+        # γ = (G_22 − G_12) / ‖g_1 − g_2‖², clipped to [0, 1] (Sener & Koltun 2018, Alg. 1).
+        # Each quantity is a sum of same-scale terms, so it is accurate for any norm ratio.
+        diff = gram[0, 0] + gram[1, 1] - 2 * gram[0, 1]
+        if not diff > 0:  # g_1 = g_2: every point of the segment is the same vector
+            return np.full(2, 0.5)
+        gamma = min(max(float((gram[1, 1] - gram[0, 1]) / diff), 0.0), 1.0)
+        return np.array([gamma, 1 - gamma])
+    norms = np.sqrt(diag)
+    w = np.zeros(num_tasks)
+    first = int(np.argmin(diag))
+    w[first] = 1.0
+    corral = [first]
+    prev_norm_sq = math.inf
+    for _ in range(max_iter or 50 * num_tasks):
+        gw = gram @ w
+        norm_sq = float(w @ gw)
+        if not norm_sq < prev_norm_sq:
+            break  # no strict decrease: rounding stalls the algorithm at its exact answer
+        prev_norm_sq = norm_sq
+        m = float(w @ norms)
+        viol = norm_sq - gw
+        improving = viol > _KKT_TOL * m * (norms + m)
+        improving[corral] = False
+        if not bool(improving.any()):
+            break
+        # The vertex whose segment [x, g_j] decreases ‖x‖ most: viol_j² / ‖x − g_j‖².
+        dist_sq = np.maximum(norm_sq - 2 * gw + diag, _TINY)
+        gain = np.where(improving, viol * viol / dist_sq, -1.0)
+        j = int(np.argmax(gain))
+        before = sorted(corral)
+        corral.append(j)
+        while True:
+            v = _affine_min_norm(gram, corral, norms)
+            contrib = v * norms[corral]
+            positive = contrib > _ZERO_TOL * float(np.abs(contrib).sum())
+            if bool(positive.all()):
+                w[:] = 0.0
+                w[corral] = v
+                break
+            # The affine minimiser leaves the simplex: walk from w towards it until the first
+            # coefficient reaches zero, and drop the vertices whose coefficient did.
+            idx = np.array(corral)
+            w_s = w[idx]
+            den = w_s - v
+            leaving = ~positive & (den > 0)
+            ratio = np.where(leaving, w_s / np.where(den > 0, den, 1.0), 1.0)
+            theta = min(max(float(ratio.min()), 0.0), 1.0)
+            w_s = (1 - theta) * w_s + theta * v
+            contrib = w_s * norms[idx]
+            keep = contrib > _ZERO_TOL * float(np.abs(contrib).sum())
+            if not bool(keep.any()):
+                keep = contrib == contrib.max()
+            w[:] = 0.0
+            w[idx[keep]] = w_s[keep]
+            w /= w.sum()
+            corral = idx[keep].tolist()
+        if sorted(corral) == before:
+            break  # the entering vertex left at once: no progress possible in floating point
+    return w
 
 
 def min_norm_weights(gram: Tensor, max_iter: int | None = None) -> Tensor:
@@ -172,71 +269,5 @@ def min_norm_weights(gram: Tensor, max_iter: int | None = None) -> Tensor:
         ``w`` (float64, ``(T,)``, ``w ≥ 0``, ``Σ w = 1``) minimising ``wᵀ G w``. If some vectors
         are zero, the minimum is 0 and ``w`` is uniform over them (every vector zero: uniform).
     """
-    num_tasks = gram.shape[0]
-    diag = gram.diagonal().clamp(min=0.0)
-    zero = diag <= 0
-    if bool(zero.any()):
-        return zero.to(gram.dtype) / float(zero.sum())
-    if num_tasks == 1:
-        return torch.ones(1, dtype=gram.dtype)
-    if num_tasks == 2:
-        # Two vertices: the minimiser of ‖γ g_1 + (1−γ) g_2‖² on the segment has the closed form
-        # γ = (G_22 − G_12) / ‖g_1 − g_2‖², clipped to [0, 1] (Sener & Koltun 2018, Alg. 1).
-        # Each quantity is a sum of same-scale terms, so it is accurate for any norm ratio.
-        diff = gram[0, 0] + gram[1, 1] - 2 * gram[0, 1]
-        if not diff > 0:  # g_1 = g_2: every point of the segment is the same vector
-            return torch.full((2,), 0.5, dtype=gram.dtype)
-        gamma = ((gram[1, 1] - gram[0, 1]) / diff).clamp(0.0, 1.0)
-        return torch.stack([gamma, 1 - gamma])
-    norms = diag.sqrt()
-    w = torch.zeros(num_tasks, dtype=gram.dtype)
-    first = int(torch.argmin(diag))
-    w[first] = 1.0
-    corral = [first]
-    prev_norm_sq = float("inf")
-    for _ in range(max_iter or 50 * num_tasks):
-        gw = gram @ w
-        norm_sq = float(w @ gw)
-        if not norm_sq < prev_norm_sq:
-            break  # no strict decrease: rounding stalls the algorithm at its exact answer
-        prev_norm_sq = norm_sq
-        m = float(w @ norms)
-        viol = norm_sq - gw
-        improving = viol > _KKT_TOL * m * (norms + m)
-        improving[corral] = False
-        if not bool(improving.any()):
-            break
-        # The vertex whose segment [x, g_j] decreases ‖x‖ most: viol_j² / ‖x − g_j‖².
-        dist_sq = (norm_sq - 2 * gw + diag).clamp(min=torch.finfo(gram.dtype).tiny)
-        gain = torch.where(improving, viol * viol / dist_sq, -1.0)
-        j = int(torch.argmax(gain))
-        before = list(corral)
-        corral.append(j)
-        while True:
-            v = _affine_min_norm(gram, corral, norms)
-            contrib = v * norms[corral]
-            positive = contrib > _ZERO_TOL * float(contrib.abs().sum())
-            if bool(positive.all()):
-                w.zero_()
-                w[corral] = v
-                break
-            # The affine minimiser leaves the simplex: walk from w towards it until the first
-            # coefficient reaches zero, and drop the vertices whose coefficient did.
-            idx = torch.tensor(corral)
-            w_s = w[idx]
-            den = w_s - v
-            leaving = ~positive & (den > 0)
-            ratio = torch.where(leaving, w_s / torch.where(den > 0, den, 1.0), 1.0)
-            theta = float(ratio.min().clamp(0.0, 1.0))
-            w_s = (1 - theta) * w_s + theta * v
-            contrib = w_s * norms[idx]
-            keep = contrib > _ZERO_TOL * float(contrib.abs().sum())
-            if not bool(keep.any()):
-                keep = contrib == contrib.max()
-            w.zero_()
-            w[idx[keep]] = w_s[keep]
-            w /= w.sum()
-            corral = idx[keep].tolist()
-        if sorted(corral) == sorted(before):
-            break  # the entering vertex left at once: no progress possible in floating point
-    return w
+    g = gram.detach().to(device="cpu", dtype=torch.float64).numpy()
+    return torch.from_numpy(min_norm_weights_np(g, max_iter))
