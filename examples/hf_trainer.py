@@ -1,7 +1,7 @@
 """Two GLUE tasks with the Hugging Face Trainer and gradient surgery: change one class name.
 
-    python examples/hf_trainer.py                       # SST-2 + MRPC, pcgrad, ~1 min on 2 cores
-    python examples/hf_trainer.py --surgery upgrad --grad-accum 2 --bf16
+    python -m examples.hf_trainer                       # SST-2 + MRPC, pcgrad, ~1 min on 2 cores
+    python -m examples.hf_trainer --surgery upgrad --grad-accum 2 --bf16
 
 A small byte-level encoder (embedding → 2-layer transformer, mean-pooled) is shared by one
 classification head per task; every batch holds rows of both tasks. ``GradSurgeryTrainer`` is
@@ -16,13 +16,14 @@ import argparse
 import sys
 from pathlib import Path
 
+if not __package__:  # run as a file: its relative imports cannot work, say how to run it
+    sys.exit("run this script as a module, from the repository root: python -m examples.hf_trainer")
+
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from mtl import data as mdata
-
 from gradsurg.integrations.hf import GradSurgeryTrainer
+
+from .mtl import data as mdata
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

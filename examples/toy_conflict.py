@@ -83,13 +83,9 @@ DEFAULT_BETA2 = 0.98
 #: regulariser to show on this scale (its losses move by ~20 units).
 COSREG_LAM = 1.0
 
-METHOD_OPTIONS: dict[str, object] = {
+METHOD_OPTIONS: dict[str, dict[str, float]] = {
     "cagrad": {"c": 0.5},
     "cosreg": {"lam": COSREG_LAM},
-    # Methods whose learnable weights are parameters need the task count (and GradNorm the
-    # layer whose gradient norms it balances: here the 2-D parameter itself).
-    "uw": {"num_tasks": 2},
-    "gradnorm": lambda x: {"num_tasks": 2, "layer": [x]},
 }
 
 #: The default set (under 30 s on two cores): the classic surgery methods, UPGrad, and the
@@ -273,8 +269,9 @@ def run_one(method: str, start: tuple[float, float], lr: float, steps: int, beta
     torch.set_num_threads(1)
     # float64 so that the stationarity measure is not limited by float32 rounding of x.
     x = torch.nn.Parameter(torch.tensor(start, dtype=torch.float64))
-    options = METHOD_OPTIONS.get(method, {})
-    surgery = gradsurg.get_method(method, **(options(x) if callable(options) else options))
+    # build_method hands a method what it declares it needs: the task count (uncertainty
+    # weighting) and the last shared layer (GradNorm: here the 2-D parameter itself).
+    surgery = gradsurg.methods.build_method(method, num_tasks=2, layer=[x], **METHOD_OPTIONS.get(method, {}))
     opt = GradSurgery(torch.optim.Adam([x], lr=lr, betas=(0.9, beta2)), method=surgery, shared=[x])
     # cosreg differentiates through the task gradients: it needs the formula's own autograd
     # graph (the fused function's backward is not differentiable again).

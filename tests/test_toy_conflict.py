@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "toy_conflict.py"
-
 
 @pytest.fixture(scope="module")
 def toy():
-    """The example loaded as a module (examples/ is not a package). It is registered in
-    sys.modules because the worker processes receive its functions by qualified name."""
-    spec = importlib.util.spec_from_file_location("toy_conflict", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    """The example as a module of the package ``examples`` (``python -m pytest`` from the
+    repository root puts it on sys.path); the worker processes find its functions by name."""
+    from examples import toy_conflict
+
+    return toy_conflict
 
 
 @pytest.fixture(scope="module")

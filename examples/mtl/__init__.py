@@ -1,11 +1,16 @@
-"""Helpers of ``examples/train_glue_summarization.py``: data, metrics, model and plots.
+"""The GLUE + summarization experiment, one concept per module; the scripts in ``examples/``
+(``train_glue_summarization``, ``demo``, ``run_comparison``) are thin command lines over it.
 
-Kept apart so that each file stays focused and can be read (and tested) on its own:
-
-- :mod:`mtl.data`: GLUE / summarization loading from local folders or the Hub, tokenisation,
-  the byte-level fallback tokenizer and the deterministic per-task batch sampler;
-- :mod:`mtl.metrics`: accuracy, binary F1, Matthews correlation and ROUGE-1/2/L F1;
-- :mod:`mtl.model`: the shared causal-LM backbone (optionally with LoRA), the classification
-  heads and the summarization (LM-head) loss;
-- :mod:`mtl.plots`: the loss-curve and gradient-cosine PNGs.
+- :mod:`.cli`: the flags and their checks;
+- :mod:`.data`: GLUE / summarization loading (local JSONL/CSV or the Hub), tokenisation, the
+  byte-level fallback tokenizer and the deterministic per-task batch sampler;
+- :mod:`.tasks`: a run's tasks, their batch sizes and losses;
+- :mod:`.model`: the shared causal-LM backbone, the classification heads (last-token or mean
+  pooling) and the summarization (LM-head) loss;
+- :mod:`.build`: the model (LoRA) and the optimizer (``GradSurgery`` with the method built from
+  what it declares it needs);
+- :mod:`.train`: the training loop; :mod:`.evaluate`: the evaluation; :mod:`.checkpoint`: resume;
+- :mod:`.metrics`: accuracy, binary F1, Matthews correlation and ROUGE-1/2/L F1;
+- :mod:`.report` and :mod:`.plots`: ``log.csv``, ``metrics.json``, tables and PNGs;
+- :mod:`.aggregate`: mean ± std, Δm% and paired differences over seeds.
 """

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 __all__ = [
+    "EVAL_SPLITS",
     "GLUE_TASKS",
     "SUMMARIZATION_COLUMNS",
     "ByteTokenizer",
@@ -149,7 +150,38 @@ def _subsample(ds, limit: int | None, seed: int):
     return ds.shuffle(seed=seed).select(range(limit))
 
 
-def load_glue(task: str, data_dir: Path, max_train: int | None, max_eval: int | None, seed: int):
+#: Where evaluation rows come from: the validation split, or training rows held out.
+EVAL_SPLITS = ("validation", "heldout-train")
+
+
+def _train_and_eval(train, val, max_train: int | None, max_eval: int | None, seed: int, eval_split: str):
+    """The seeded training subset and the evaluation rows of ``eval_split``.
+
+    ``heldout-train`` takes the ``max_eval`` rows that follow the ``max_train`` training rows in
+    the same seeded permutation of the training split: disjoint from them, and the training rows
+    are exactly those of a ``validation`` run (so choices made on held-out rows transfer).
+    """
+    if eval_split == "validation":
+        return _subsample(train, max_train, seed), _subsample(val, max_eval, seed)
+    if eval_split != "heldout-train":
+        raise ValueError(f"--eval-split: expected one of {EVAL_SPLITS}, got {eval_split!r}")
+    n_train = len(train) if max_train is None else min(max_train, len(train))
+    if n_train >= len(train):
+        raise ValueError("--eval-split: heldout-train needs --max-train below the training split's size")
+    # The same permutation as _subsample's (it shuffles only when max_train < len(train)).
+    order = train.shuffle(seed=seed)
+    end = len(train) if max_eval is None else min(len(train), n_train + max_eval)
+    return order.select(range(n_train)), order.select(range(n_train, end))
+
+
+def load_glue(
+    task: str,
+    data_dir: Path,
+    max_train: int | None,
+    max_eval: int | None,
+    seed: int,
+    eval_split: str = "validation",
+):
     """Train and validation ``datasets.Dataset`` of a GLUE task, subsampled and checked.
 
     Raises ``ValueError`` naming ``--glue`` for an unknown task and ``--data-dir`` for missing
@@ -169,7 +201,7 @@ def load_glue(task: str, data_dir: Path, max_train: int | None, max_eval: int | 
                 f"--data-dir: glue/{task} {name} split lacks columns {missing} "
                 f"(has {ds.column_names})"
             )
-    return _subsample(train, max_train, seed), _subsample(val, max_eval, seed)
+    return _train_and_eval(train, val, max_train, max_eval, seed, eval_split)
 
 
 def load_summarization(
@@ -180,6 +212,7 @@ def load_summarization(
     max_train: int | None,
     max_eval: int | None,
     seed: int,
+    eval_split: str = "validation",
 ):
     """Train and validation sets of a summarization task with columns renamed to
     ``text``/``summary``. Columns default to the known ones of ``name`` (see
@@ -208,7 +241,7 @@ def load_summarization(
                 {"__t": "text", "__s": "summary"}
             )
         out.append(ds)
-    return _subsample(out[0], max_train, seed), _subsample(out[1], max_eval, seed)
+    return _train_and_eval(out[0], out[1], max_train, max_eval, seed, eval_split)
 
 
 def _as_text(value) -> str:

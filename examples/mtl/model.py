@@ -1,10 +1,11 @@
 """The shared backbone, the task heads and the per-task losses.
 
 One Hugging Face causal LM is shared by all tasks. GLUE tasks read it through a linear
-classification head on the **mean of the last hidden state over the non-pad tokens** (mean
-pooling rather than the last token: it does not depend on where padding sits and gives every
-token a gradient, which suits a randomly initialised ``tiny`` backbone too). The summarization
-task uses the model's own LM head with teacher forcing.
+classification head on a pooled last hidden state: by default (``pooling="last"``) the hidden
+state of the **last non-pad token**, as transformers' ``*ForSequenceClassification`` models do
+(in a causal decoder only that token has seen the whole input); ``pooling="mean"`` averages
+over the non-pad tokens instead. The summarization task uses the model's own LM head with
+teacher forcing.
 
 With LoRA (default) only the adapters (``--lora-r``/``--lora-alpha`` on ``q_proj``/``v_proj``)
 and the heads train; these adapters are the *shared* parameters gradsurg operates on. With
@@ -152,8 +153,14 @@ class MultiTaskModel(nn.Module):
         glue_tasks: ``{task: num_labels}``.
     """
 
-    def __init__(self, lm: nn.Module, glue_tasks: dict[str, int]) -> None:
+    #: The pooling choices of :meth:`pooled`.
+    POOLINGS = ("last", "mean")
+
+    def __init__(self, lm: nn.Module, glue_tasks: dict[str, int], pooling: str = "last") -> None:
         super().__init__()
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"--pooling: expected one of {self.POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
         self.lm = lm
         hf = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
         hidden = hf.config.hidden_size
@@ -165,13 +172,18 @@ class MultiTaskModel(nn.Module):
         return self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Mean of the last hidden state over the non-pad tokens, ``(B, hidden)``.
+        """The last hidden state pooled as ``self.pooling`` says, ``(B, hidden)``: at the last
+        non-pad token (wherever the padding sits), or averaged over the non-pad tokens.
 
         Runs the decoder only (``hf_model.base_model``), not the LM head: no vocabulary-sized
         logits for classification batches.
         """
         out = self.hf_model.base_model(input_ids=input_ids, attention_mask=attention_mask)
         h = out.last_hidden_state
+        if self.pooling == "last":
+            positions = torch.arange(h.shape[1], device=h.device)
+            last = (attention_mask.to(torch.long) * positions).argmax(1)
+            return h[torch.arange(h.shape[0], device=h.device), last]
         m = attention_mask.unsqueeze(-1).to(h.dtype)
         return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["plot_cosine", "plot_loss_curves"]
+__all__ = ["plot_cosine", "plot_loss_curves", "plot_runs_loss"]
 
 
 def _pyplot():
@@ -63,3 +63,34 @@ def plot_cosine(cosines: dict[str, list[tuple[int, float]]], path: Path, method:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def _smooth(values: list[float], window: int) -> list[float]:
+    """Trailing moving average: small batches make single-step losses too noisy to compare."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_runs_loss(runs: dict[str, dict[str, list[tuple[int, float]]]], path: Path, window: int = 5) -> None:
+    """Train loss per task of several runs (``{run: {task: [(step, loss), ...]}}``), one panel
+    per task, one line per run (moving average over ``window`` steps)."""
+    plt = _pyplot()
+    tasks = sorted({t for series in runs.values() for t in series})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for i, (label, series) in enumerate(runs.items()):
+            if series.get(task):
+                s, v = zip(*series[task])
+                ax.plot(s, _smooth(list(v), window), color=f"C{i}", lw=1.5, label=label)
+        ax.set_title(f"{task}: train loss (mean of {window} steps)")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

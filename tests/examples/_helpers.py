@@ -1,31 +1,26 @@
-"""Import helpers for the tests of ``examples/train_glue_summarization.py`` (not a test file)."""
+"""Shared set-up of the example tests (not a test file): paths, and the Hub kept offline.
+
+The examples are the package ``examples`` (run as ``python -m examples.<name>``); the tests
+import it from the repository root, which ``python -m pytest`` run there puts on ``sys.path``.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+DATA_DIR = REPO.parent / "shared" / "data"
 
 # Never touch the Hub from the tests.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-if str(EXAMPLES) not in sys.path:
-    sys.path.insert(0, str(EXAMPLES))
-
 
 def load_script():
-    """The training script as a module (loaded once, from its file path)."""
-    name = "train_glue_summarization"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The training script as a module."""
+    from examples import train_glue_summarization
+
+    return train_glue_summarization

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("datasets", reason="transformers/peft/datasets/rouge-score not installed")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _helpers
-from mtl import data
+
+from examples.mtl import data
 
 
 def _jsonl(path: Path, rows: list[dict]) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
-from _helpers import DATA_DIR, EXAMPLES
+from _helpers import DATA_DIR
 
 pytest.importorskip("transformers", reason="transformers is not installed")
 pytestmark = pytest.mark.skipif(
@@ -14,9 +12,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_two_glue_tasks_train_and_report_accuracy(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("hf_trainer_example", EXAMPLES / "hf_trainer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from examples import hf_trainer as module
+
     scores = module.main(
         [
             "--steps",

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
+import _helpers  # noqa: F401
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _helpers  # noqa: F401
-from mtl import metrics
+from examples.mtl import metrics
 
 
 def _f1(p: float, r: float) -> float:

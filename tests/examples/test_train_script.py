@@ -21,7 +21,6 @@ REASON = "transformers/peft/datasets/rouge-score not installed"
 for _mod in ("transformers", "peft", "datasets", "rouge_score"):
     pytest.importorskip(_mod, reason=REASON)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _helpers
 import torch
 
@@ -220,21 +219,23 @@ def test_cli_bad_input_exit_code(tmp_path):
     """Run as a program: bad input exits with code 2 and a message naming the flag."""
     import subprocess
 
-    script = _helpers.EXAMPLES / "train_glue_summarization.py"
+    script = "examples.train_glue_summarization"
     env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, str(script), "--preset", "tiny", "--batch-size", "-3"],
+        [sys.executable, "-m", script, "--preset", "tiny", "--batch-size", "-3"],
         check=False,
         capture_output=True,
         text=True,
         env=env,
+        cwd=_helpers.REPO,
         timeout=120,
     )
     assert proc.returncode == 2 and "--batch-size" in proc.stderr
     proc = subprocess.run(
         [
             sys.executable,
-            str(script),
+            "-m",
+            script,
             "--preset",
             "tiny",
             "--tokenizer",
@@ -257,6 +258,7 @@ def test_cli_bad_input_exit_code(tmp_path):
         capture_output=True,
         text=True,
         env=env,
+        cwd=_helpers.REPO,
         timeout=120,
     )
     assert proc.returncode == 2 and "--lora-targets" in proc.stderr
