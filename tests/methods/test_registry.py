@@ -90,6 +90,11 @@ VARIANTS: dict[str, tuple[str, dict, dict[str, bool]]] = {
     "moco(beta=0.4,gamma=0.2)": ("moco", {"beta": 0.4, "gamma": 0.2}, {}),
 }
 CONFIGS: dict[str, tuple[str, dict, dict[str, bool]]] = {n: (n, {}, {}) for n in NAMES} | VARIANTS
+# imtl_l needs the task count (the three-task Net and the T = 3 families of the state checks);
+# cr_mogm over another base, and pbi with its stateful ideal point.
+CONFIGS["imtl_l"] = ("imtl_l", {"num_tasks": 3}, {})
+CONFIGS["cr_mogm(base=pcgrad,alpha=0.5)"] = ("cr_mogm", {"base": "pcgrad", "alpha": 0.5}, {})
+CONFIGS["cr_mogm(base=upgrad)"] = ("cr_mogm", {"base": "upgrad"}, {})
 
 
 def kind_of(cls_or_method) -> str:
