@@ -10,7 +10,10 @@ Sections (each a module of this package):
 2. ``training`` (compare_training): a whole training step of a shared-trunk MLP / transformer;
 3. ``llm`` (compare_llm): the example's workload, SmolLM2-135M + LoRA, one classification and
    one summarization batch;
-4. ``memory`` (memory): peak RSS of each case in its own subprocess, over the model's footprint.
+4. ``memory`` (memory): peak RSS of each case in its own subprocess, over the model's footprint;
+5. ``cheap`` (compare_cheap): T tasks on one shared input batch — naive, the per-task floor, exact
+   surgery one pass per task and batched, ``refresh_every``, representation-level, bf16 J —
+   on a transformer and on SmolLM2 + LoRA, time and peak memory.
 
 Every peer's combined gradient is checked against gradsurg's before it is timed (the ``check``
 column). The script prints Markdown tables with medians and ratios — peer ÷ gradsurg, gradsurg ÷
@@ -34,6 +37,7 @@ SECTIONS = {
     "training": "compare_training",
     "llm": "compare_llm",
     "memory": "memory",
+    "cheap": "compare_cheap",
 }
 
 #: The library whose time every ratio divides by, per section, in order of preference.
@@ -180,6 +184,22 @@ def targets(by_section: dict[str, list[dict]]) -> str:
            for r in by_section.get("memory", [])
            if r["library"] in GRADSURG and r.get("bound_mb") and r.get("over_naive_mb") is not None]
     add("extra memory over the naive step ≤ one T×P buffer", max(mem, key=lambda x: x[1]) if mem else None, 1.0, False)
+
+    # Section 5, at T = 4 (the targets for the cheap paths), worst over the models.
+    cheap = [r for r in by_section.get("cheap", []) if r["T"] == 4]
+
+    def worst(variant: str, key: str) -> tuple[str, float] | None:
+        found = [(f"{r['model']} T=4", r[key]) for r in cheap if r["variant"] == variant and r.get(key) is not None]
+        return max(found, key=lambda x: x[1]) if found else None
+
+    add("representation-level ≤ 1.3× the naive step", worst("representation", "vs_naive"), 1.3, False)
+    add("refresh_every=16 ≤ 1.15× the naive step", worst("refresh_every=16", "vs_naive"), 1.15, False)
+    add("exact (one pass per task) ≤ 1.05× the per-task floor", worst("exact", "vs_floor"), 1.05, False)
+    for variant, goal in (("exact", 1.0), ("exact, bf16 J", 0.5)):
+        over = [(f"{r['model']} T=4", r["over_floor_mb"] / r["bound_mb"]) for r in cheap
+                if r["variant"] == variant and r.get("over_floor_mb") is not None]
+        add(f"{variant}: memory over the floor ≤ {goal}× one T×P fp32 buffer",
+            max(over, key=lambda x: x[1]) if over else None, goal, False)
     return "\n".join(lines)
 
 
@@ -271,6 +291,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
         parts.append("## 3. The example's workload (SmolLM2-135M + LoRA, T = 2)\n\n" + step_table(by_section["llm"]))
     if "memory" in by_section:
         parts.append("## 4. Peak memory (own subprocess per case)\n\n" + memory_table(by_section["memory"]))
+    if "cheap" in by_section:
+        from .compare_cheap import table as cheap_table
+
+        parts.append("## 5. Cheap paths, T tasks on one shared batch\n\n" + cheap_table(by_section["cheap"]))
     parts.append("## Targets (CPU, T = 4..8, P = 1e6..1e7)\n\n" + targets(by_section))
     parts.append(f"Total time: {time.perf_counter() - start:.0f} s.")
     report = "\n\n".join(parts) + "\n"

@@ -102,6 +102,23 @@ def _training_case(spec: dict) -> tuple[Callable[[], None], int]:
     return case.step, sum(p.numel() for p in model.shared())
 
 
+def _cheap_case(spec: dict) -> tuple[Callable[[], None], int]:
+    """A variant of section 5 (benchmarks.compare_cheap): ``workload``, ``T``, ``variant``,
+    ``method``, ``quick``, optionally ``spec`` (the transformer's ModelSpec fields)."""
+    import torch
+
+    from . import compare_cheap as cc
+
+    work = cc.load_workload(spec["workload"], spec["T"], spec.get("quick", True), spec.get("spec"))
+    torch.stack(work.forward()[1]).sum().backward()  # autograd's threads and kernels, as above
+    step, opt = cc.make_step(spec["variant"], work, spec.get("method", "upgrad"))
+    for p in work.shared + work.heads:
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return step, sum(p.numel() for p in work.shared)
+
+
 def _aggregation_case(spec: dict) -> tuple[Callable[[], None], int]:
     import torch
 
@@ -166,7 +183,7 @@ def _aggregation_case(spec: dict) -> tuple[Callable[[], None], int]:
 def child(section: str, spec: dict) -> dict:
     """Build the case, reset the peak, run ``spec["steps"]`` (default 3) steps; the JSON
     result of the subprocess: ``setup_mb``, ``peak_mb``, ``extra_mb``, ``P``, ``how``."""
-    builders = {"training": _training_case, "aggregation": _aggregation_case}
+    builders = {"training": _training_case, "aggregation": _aggregation_case, "cheap": _cheap_case}
     if section not in builders:
         raise ValueError(f"section: expected one of {', '.join(builders)}, got {section!r}")
     step, size = builders[section](spec)
