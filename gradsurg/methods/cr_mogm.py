@@ -15,8 +15,8 @@ paper's analysis lets α_k grow towards 1 as the learning rate decays (α_k = 1 
 
 The base method is any Gram method, by name (``base="cagrad"``, ``base_options={"c": 0.5}``) or
 instance; its own state (PCGrad's generator, …) is a submodule of this one, checkpointed and reset
-with it. Default: ``base="mgda"`` (the first method the paper's framework covers; TorchJD has no
-default) and ``alpha=0.9`` (TorchJD's default; the paper gives a schedule, not a constant).
+with it. Default: ``base="mgda"`` (one of the methods the paper's unified framework covers, with PCGrad
+and CAGrad; TorchJD has no default) and ``alpha=0.9`` (TorchJD's default; the paper gives a schedule, not a constant).
 
 Differences from TorchJD 0.18 (``torchjd.aggregation.CRMOGMWeighting``): the same average and
 first step; TorchJD requires the wrapped weighting and takes an ``initial_weights`` λ₀ (here

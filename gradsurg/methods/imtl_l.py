@@ -1,5 +1,5 @@
 """``imtl_l``: the loss-balance part of Impartial Multi-Task Learning (Liu et al. 2021, "Towards
-Impartial Multi-task Learning", ICLR, openreview.net/forum?id=IMPnRXEWpvr, Sec. 3.2, IMTL-L).
+Impartial Multi-task Learning", ICLR, Sec. 3.2, IMTL-L).
 
 Each task has a learnable log-scale s_t; the raw loss L_t is replaced by the scaled loss
 e^{s_t} L_t, regularised by −s_t so that the scale cannot collapse to 0:

@@ -1,6 +1,6 @@
 """``modo``: Multi-objective gradient with Double sampling (Chen, Fernando, Ying & Chen, "Three-Way
 Trade-Off in Multi-Objective Learning: Optimization, Generalization and Conflict-Avoidance",
-NeurIPS 2023 / JMLR 25 (2024), arXiv:2305.20057, Algorithm 1, Eq. (2.9)).
+NeurIPS 2023 / JMLR 25 (2024), arXiv:2305.20057, Eq. (2.9)).
 
 MoDo replaces MGDA's exact min-norm solve by one projected gradient step per iteration on the
 regularised MGDA objective ½‖∇F(x) λ‖² + ½ρ‖λ‖² over the simplex Δ, starting from λ₀ = 1/T:
@@ -16,9 +16,10 @@ in the authors' code and TorchJD.
 
 One batch. Through :class:`~gradsurg.GradSurgery` a step sees one batch, so G = J Jᵀ of that
 batch stands in for J₁J₂ᵀ, and the same batch also gives the update (z₁ = z₂ = z₃). That is a
-biased estimate: E[J Jᵀ] = ∇Fᵀ∇F + Cov(J), the per-task gradient noise adds to the diagonal and
-pushes λ towards the tasks with the least noisy gradients, and the paper's convergence and
-conflict-avoidance guarantees (which rest on the independence of the two batches) do not apply.
+biased estimate: E[g_i·g_j] = ∇f_i·∇f_j + tr Cov(g_i, g_j), so the gradient noise adds to G (the
+variances on its diagonal), which pushes λ towards the tasks with the least noisy gradients; and
+the paper's convergence and conflict-avoidance guarantees (which rest on the independence of the
+two batches) do not apply.
 One-batch MoDo is an approximate, warm-started MGDA (a projected-gradient step per iteration).
 For the paper's algorithm, compute the cross product of two independent batches' task gradients
 yourself and call ``MoDo.weights(J1 @ J2.T)`` (a non-symmetric square matrix is accepted), then
@@ -30,8 +31,9 @@ of size ~1e60 (huge gradients) still resolve a weight of 1.
 
 Differences from TorchJD 0.18 (``torchjd.aggregation.MoDoWeighting``): the same step, defaults and
 initial λ; TorchJD's projection works on y directly (at |y| ≳ 1e16 the 1 of the simplex is lost to
-rounding), and TorchJD restarts from 1/T when the dtype or device of its input changes, while here
-λ is float64 on the host and the task count may not change without :meth:`MoDo.reset`.
+rounding: it returns λ = 0 for y = (−1e17, −3e17, −2e17), measured), and TorchJD restarts from
+1/T when the dtype or device of its input changes, while here λ is float64 on the host and the
+task count may not change without :meth:`MoDo.reset`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``pbi``: penalty-based boundary intersection (Zhang & Li 2007, "MOEA/D: A Multiobjective
-Evolutionary Algorithm Based on Decomposition", IEEE TEVC 11(6), Sec. II-C).
+Evolutionary Algorithm Based on Decomposition", IEEE TEVC 11(6), Sec. II).
 
 With the ideal point z*, the loss gap f = L − z* is split along the unit preference direction
 ŵ = w/‖w‖ into its length along the ray and its distance to the ray,
@@ -29,10 +29,12 @@ largest entry, so they neither overflow nor underflow.
 
 Differences from TorchJD 0.18 (``torchjd.scalarization.PBI``): TorchJD has no defaults for θ and
 the preference (here θ = 5, the paper's value, and w = 1); it computes d₂ = √(‖p‖² + 1e-12), which
-shifts the value by up to 1e-6·θ near the ray, bends the weights within ‖p‖ ≲ 1e-6 of it, and lets
-rounding noise of p set the direction of θ p/‖p‖ there; gradsurg uses the exact norm with the
-noise threshold above. TorchJD's reference point is fixed (``None`` = 0); ``"running_min"`` is
-gradsurg's addition. The formula is otherwise the same.
+shifts the value by up to 1e-6·θ near the ray and damps the distance term of the weights to
+θ p/√(‖p‖² + 1e-12) wherever ‖p‖ is not ≫ 1e-6: the weights are no longer scale-free (losses
+(1, 2, 3)·1e-7 get a seventh of the term, measured), while gradsurg's exact norm with the
+relative noise threshold above gives the same weights at every scale. TorchJD's reference point
+is fixed (``None`` = 0); ``"running_min"`` is gradsurg's addition. The formula is otherwise the
+same.
 """
 
 from __future__ import annotations

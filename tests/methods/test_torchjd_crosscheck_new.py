@@ -19,6 +19,10 @@ Tolerances, and why:
 * CR-MOGM — the base's tolerance (IMTL-G 1e-9, 1e-6 for nearly parallel gradients; UPGrad with
   TorchJD's reg_eps = 1e-4 on both sides 1e-8, see test_torchjd_crosscheck.py); the average is
   exact arithmetic on top.
+
+Where the libraries differ by design (each method module says how), ``test_documented_differences``
+measures it: TorchJD's simplex projection at |y| ~ 1e17 (all zeros), PBI's damped distance term
+for losses ~1e-7, COSMOS's clamped cosine for ‖L‖ < 1e-8.
 """
 
 from __future__ import annotations
@@ -222,3 +226,34 @@ def test_cr_mogm(T, kind, alpha):
 
 def test_cr_mogm_default_base_is_mgda():
     assert isinstance(gradsurg.get_method("cr_mogm").base, type(gradsurg.get_method("mgda")))
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the libraries differ by design (documented in the method modules), measured
+# ---------------------------------------------------------------------------------------------
+
+
+def test_documented_differences():
+    # MoDo: TorchJD's projection loses the simplex's 1 at |y| ≳ 1e16; ours shifts by max(y) first
+    from gradsurg.methods.modo import project_onto_simplex
+
+    y = torch.tensor([-1e17, -3e17, -2e17], dtype=F64)
+    from torchjd.aggregation._utils.simplex import project_onto_simplex as theirs_projection
+
+    assert torch.equal(theirs_projection(y), torch.zeros(3, dtype=F64))
+    assert torch.equal(project_onto_simplex(y), torch.tensor([1.0, 0.0, 0.0], dtype=F64))
+    # PBI: TorchJD's √(‖p‖² + 1e-12) damps the distance term for small losses; ours is scale-free
+    values = torch.tensor([1.0, 2.0, 3.0], dtype=F64)
+    ones = torch.ones(3, dtype=F64)
+    _, ref_small = _value_and_grad(scal.PBI(theta=5.0, weights=ones), 1e-7 * values)
+    _, ours_small = _value_and_grad(PBI().objective, 1e-7 * values)
+    _, ours_unit = _value_and_grad(PBI().objective, values)
+    torch.testing.assert_close(ours_small, ours_unit, rtol=1e-12, atol=0.0)
+    assert float((ref_small - ours_unit).abs().max()) > 1.0
+    # COSMOS: TorchJD's cosine clamps each norm at 1e-8; ours is exact for tiny losses
+    pref = torch.full((3,), 1 / 3, dtype=F64)
+    ref_v, _ = _value_and_grad(scal.COSMOS(lambda_=1.0, weights=pref), 1e-10 * values)
+    ours_v, _ = _value_and_grad(COSMOS(lam=1.0).objective, 1e-10 * values)
+    exact_cos = float(pref @ values / (pref.norm() * values.norm()))
+    assert abs(float(ours_v) - (float(pref @ values) * 1e-10 - exact_cos)) < 1e-15
+    assert abs(float(ref_v) - float(ours_v)) > 0.1
