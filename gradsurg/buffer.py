@@ -7,6 +7,7 @@ the float64 sum of the groups' Grams, one set of weights combines every group.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -23,7 +24,8 @@ class GradBuffer:
     Row ``t`` of J holds task ``t``'s gradient of every shared parameter, one after the other in
     parameter order; ``rows[t][k]`` is the view of parameter ``k`` in row ``t``, shaped like the
     parameter, and ``grads[k]`` the view of parameter ``k`` in the combined buffer (what becomes
-    its ``.grad``). Both are allocated once and reused while the parameters and T stay the same.
+    its ``.grad``). J is allocated once and reused while the parameters and T stay the same; the
+    combined buffer lives as long as the ``.grad`` views do (see :meth:`release`).
 
     Raises:
         ValueError: if the parameters span several devices or dtypes (one buffer cannot hold
@@ -42,9 +44,47 @@ class GradBuffer:
         # J may be stored in a narrower dtype (j_dtype=torch.bfloat16: half the memory); the
         # combined gradient keeps the parameters' dtype.
         self.matrix = torch.empty(num_tasks, self.numel, device=device, dtype=j_dtype or dtype)
-        self.flat = torch.empty(self.numel, device=device, dtype=dtype)
+        self.grad_dtype = dtype
         self.rows = [self._views(self.matrix[t]) for t in range(num_tasks)]
-        self.grads = self._views(self.flat)
+        # The combined gradient is not held between steps: the shared .grad (views of it) keep
+        # it alive, and zero_grad(set_to_none=True) frees it as it frees plain gradients, so the
+        # memory gradsurg adds over T per-task backward passes is J alone. While the .grad views
+        # live, the weak reference finds the buffer again and the next step reuses it.
+        self._flat_ref: weakref.ref[Tensor] | None = None
+        self._held: tuple[Tensor, list[Tensor]] | None = None
+
+    def _hold(self) -> tuple[Tensor, list[Tensor]]:
+        if self._held is None:
+            flat = None if self._flat_ref is None else self._flat_ref()
+            views = None if flat is None else self._views(flat)
+            # Reuse the old buffer only while it is every parameter's current .grad: a gradient
+            # the user set aside (p.grad = None, but a reference kept) is never written over.
+            if views is None or not all(
+                p.grad is not None and _same_view(v, local_view(p.grad)) for p, v in zip(self.params, views)
+            ):
+                local = self._local[0]
+                flat = torch.empty(self.numel, device=local.device, dtype=self.grad_dtype)
+                self._flat_ref = weakref.ref(flat)
+                views = self._views(flat)
+            assert flat is not None
+            self._held = (flat, views)
+        return self._held
+
+    @property
+    def flat(self) -> Tensor:
+        """The flat ``(P,)`` combined-gradient buffer: the one the ``.grad`` views still hold,
+        else a new one; held by the buffer until :meth:`release`."""
+        return self._hold()[0]
+
+    @property
+    def grads(self) -> list[Tensor]:
+        """The per-parameter views of :attr:`flat`."""
+        return self._hold()[1]
+
+    def release(self) -> None:
+        """Stop holding the combined buffer (end of a step): from now on only the ``.grad``
+        views keep it alive."""
+        self._held = None
 
     @staticmethod
     def check_layout(params: Sequence[Tensor]) -> None:
@@ -71,9 +111,13 @@ class GradBuffer:
         return views
 
     def owns_grad(self, k: int, grad: Tensor) -> bool:
-        """Whether ``grad`` is this buffer's view for parameter ``k`` (set by an earlier step)."""
-        view, grad = self.grads[k], local_view(grad)
-        return grad.data_ptr() == view.data_ptr() and grad.stride() == view.stride()
+        """Whether ``grad`` is this buffer's view for parameter ``k`` (set by an earlier step;
+        the view keeps the buffer alive, so a live ``grad`` is never mistaken for a freed one)."""
+        return _same_view(self.grads[k], local_view(grad))
+
+
+def _same_view(view: Tensor, grad: Tensor) -> bool:
+    return grad.data_ptr() == view.data_ptr() and grad.stride() == view.stride() and grad.shape == view.shape
 
 
 def check_floating(params: Sequence[Tensor]) -> None:
@@ -105,6 +149,11 @@ class SharedBuffers:
             self.groups.append(GradBuffer([self.params[k] for k in members], num_tasks, j_dtype))
             for j, k in enumerate(members):
                 self.slots[k] = (g, j)
+
+    def release(self) -> None:
+        """End of a step: every group stops holding its combined buffer (:meth:`GradBuffer.release`)."""
+        for group in self.groups:
+            group.release()
 
     @staticmethod
     def make_key(params: Sequence[Tensor], num_tasks: int, j_dtype: torch.dtype | None = None) -> tuple:

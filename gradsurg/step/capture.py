@@ -119,7 +119,7 @@ def capture_task_gradients(
                     present = [(d, g) for d, g in zip(group.rows[t], part) if g is not None]
                     if present:
                         torch._foreach_add_([d for d, _ in present], [g for _, g in present])
-                elif group.matrix.dtype != group.flat.dtype:
+                elif group.matrix.dtype != group.grad_dtype:
                     reference.flatten_into(group.rows[t], part)  # narrower J: torch converts the dtype
                 else:
                     backend.flatten_into(group.rows[t], part)

@@ -18,7 +18,7 @@ from torch import Tensor
 from ..graph import trace_loss
 from ..methods.base import DoubleBackwardMethod, GramMethod, LossWeighting, MatrixMethod, Method
 from ..stats import SurgeryStats, make_stats
-from .capture import capture_task_gradients, check_dense
+from .capture import Captured, capture_task_gradients, check_dense
 from .gram import HostView, gram_parts, to_host
 from .nonfinite import nonfinite_tasks
 from .plan import StepPlan
@@ -80,6 +80,17 @@ class _PerTaskGradientPath:
             surgery._hold(plan, captured)
             return None
         surgery._pending = None
+        try:
+            return self._finish(plan, surgery, buffers, kernels, captured)
+        finally:
+            if buffers is not None:
+                buffers.release()
+
+    def _finish(
+        self, plan: StepPlan, surgery: GradSurgery, buffers: SharedBuffers | None, kernels: list[Backend], captured: Captured
+    ) -> SurgeryStats:
+        """reduce → gram → decide → weights/combine → write → stats, after the capture."""
+        reducer = surgery._reduce
         reducer(buffers, captured)
         assert captured.losses is not None
         parts = reducer.reduce_gram(gram_parts(buffers, kernels))
