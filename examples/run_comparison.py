@@ -1,19 +1,22 @@
 #!/usr/bin/env python
-"""Run the paper's comparison (its Table 1) over seeds, and write docs/results.md.
+"""Run the multi-task comparison over seeds and write a Markdown report (docs/results.md).
 
-Trains, with the same data subsets, steps, batch size and seeds: single-task classification,
-single-task summarization, and multi-task ``mean`` (plain sum of losses), ``pcgrad``,
-``cagrad``, ``upgrad``, ``nash_mtl`` and the paper's ``cosreg`` — each a subprocess of
-``examples/train_glue_summarization.py`` — then writes a Markdown table (accuracy, ROUGE-1/2/L,
-wall time, seconds per step; mean ± sample standard deviation over the seeds) with the exact
-commands to ``docs/results.md``.
+Trains, with the same data subsets, steps, batch size and seeds, each row of :func:`rows`:
+every task alone (the single-task baselines), the multi-task ``sum`` and ``mean`` of the losses,
+the surgery methods (pcgrad, cagrad, mgda, upgrad, nash_mtl, famo, cosreg) and two cheaper
+variants (task weights refreshed every 4 steps) — each row a subprocess of
+``python -m examples.train_glue_summarization`` — then tabulates per-task metrics (accuracy;
+F1 too for MRPC; ROUGE-1/2/L), Δm% against the single-task rows (:mod:`examples.mtl.aggregate`),
+seconds per step and peak memory, as mean ± sample std over seeds, and the paired differences
+from ``mean`` seed by seed.
 
-    python examples/run_comparison.py --seeds 0,1,2     # SmolLM2-135M + LoRA, the default budget
-    python examples/run_comparison.py --preset tiny --steps 10 --out /tmp/cmp   # a smoke run
+    python -m examples.run_comparison --setup four --seeds 0,1,2       # SmolLM2-135M + LoRA
+    python -m examples.run_comparison --preset tiny --steps 10 --out /tmp/cmp   # a smoke run
 
-A long comparison can be split: ``--only`` picks rows, every (row, seed) gets its own folder
-``OUT/<row>/seed<k>``, and ``--collect`` trains nothing and tabulates every seed found there
-(the ``n`` column says how many).
+Setups: ``two`` (SST-2 + AESLC) and ``four`` (SST-2, MRPC, RTE + AESLC). A long comparison can
+be spread over sittings: ``--only`` picks rows (by index or label), every (row, seed) gets its
+own folder ``OUT/<row>/seed<k>``, and ``--collect`` trains nothing and tabulates every seed found
+there (the ``n`` column says how many).
 
 Nothing is tuned on the reported rows: every run uses the script's defaults plus the budget
 flags below; the validation rows reported are never used for any choice.
@@ -24,46 +27,81 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SCRIPT = HERE / "train_glue_summarization.py"
+if not __package__:  # run as a file: its relative imports cannot work, say how to run it
+    sys.exit("run this script as a module, from the repository root: python -m examples.run_comparison")
 
-#: (label, extra flags) of every run, in the order of the table.
-RUNS = (
-    ("single-task classification", ["--single-task", "sst2"]),
-    ("single-task summarization", ["--single-task", "aeslc"]),
-    ("multi-task mean (sum of losses)", ["--method", "mean"]),
+from .mtl.aggregate import Criterion, delta_m, format_mean_std, paired_differences
+
+HERE = Path(__file__).resolve().parent
+SCRIPT_MODULE = "examples.train_glue_summarization"
+
+#: The task sets: GLUE tasks and the summarization set.
+SETUPS = {
+    "two": (("sst2",), "aeslc"),
+    "four": (("sst2", "mrpc", "rte"), "aeslc"),
+}
+
+#: Multi-task rows after the single-task ones: (label, flags).
+MULTI_TASK_ROWS = (
+    ("multi-task sum", ["--method", "sum"]),
+    ("multi-task mean", ["--method", "mean"]),
     ("multi-task pcgrad", ["--method", "pcgrad"]),
     ("multi-task cagrad", ["--method", "cagrad"]),
+    ("multi-task mgda", ["--method", "mgda"]),
     ("multi-task upgrad", ["--method", "upgrad"]),
     ("multi-task nash_mtl", ["--method", "nash_mtl"]),
+    ("multi-task famo", ["--method", "famo"]),
     ("multi-task cosreg (arXiv:2412.06249)", ["--method", "cosreg"]),
+    ("multi-task pcgrad, refresh every 4", ["--method", "pcgrad", "--refresh-every", "4"]),
+    ("multi-task upgrad, refresh every 4", ["--method", "upgrad", "--refresh-every", "4"]),
 )
 
-#: The table's metric columns: (header, task, metric key).
-COLUMNS = (
-    ("SST-2 accuracy", "sst2", "accuracy"),
-    ("AESLC ROUGE-1", "aeslc", "rouge1"),
-    ("ROUGE-2", "aeslc", "rouge2"),
-    ("ROUGE-L", "aeslc", "rougeL"),
-)
+#: The row the paired differences are taken from.
+REFERENCE_ROW = "multi-task mean"
+
+
+def rows(setup: str) -> list[tuple[str, list[str]]]:
+    """Every row of ``setup``: one single-task row per task, then :data:`MULTI_TASK_ROWS`."""
+    glue, summarization = SETUPS[setup]
+    return [(f"single-task {t}", ["--single-task", t]) for t in (*glue, summarization)] + list(MULTI_TASK_ROWS)
+
+
+def columns(setup: str) -> list[tuple[str, str, str]]:
+    """The metric columns of ``setup``: (header, task, metric key)."""
+    glue, summarization = SETUPS[setup]
+    out = []
+    for t in glue:
+        out.append((f"{t} acc", t, "accuracy"))
+        if t in ("mrpc", "qqp"):
+            out.append((f"{t} F1", t, "f1"))
+    out += [(f"{summarization} R-1", summarization, "rouge1"), ("R-2", summarization, "rouge2"),
+            ("R-L", summarization, "rougeL")]  # fmt: skip
+    return out
+
+
+def criteria(setup: str) -> list[Criterion]:
+    """Δm's criteria: each metric column, MRPC by its F1 only (accuracy and F1 of one task
+    measure the same predictions), ROUGE-1/2/L averaged within their task."""
+    cols = columns(setup)
+    return [Criterion(t, k) for _, t, k in cols if not (k == "accuracy" and (t, "f1") in {(c[1], c[2]) for c in cols})]
 
 
 def budget_flags(args: argparse.Namespace) -> list[str]:
     """The flags every run shares (data, budget, head learning rate), without the seed."""
+    glue, summarization = SETUPS[args.setup]
     flags = [
-        "--preset", args.preset, "--glue", "sst2", "--summarization", "aeslc",
+        "--preset", args.preset, "--glue", ",".join(glue), "--summarization", summarization,
         "--steps", str(args.steps), "--eval-every", str(args.steps),
         "--batch-size", str(args.batch_size), "--max-train", str(args.max_train),
         "--max-eval", str(args.max_eval), "--max-source-len", str(args.max_source_len),
         "--max-target-len", str(args.max_target_len), "--eval-batch-size", str(args.eval_batch_size),
         "--quiet",
-    ]
+    ]  # fmt: skip
     if args.head_lr is not None:
         flags += ["--task-lr", f"cls={args.head_lr}"]
     if args.threads is not None:
@@ -73,17 +111,18 @@ def budget_flags(args: argparse.Namespace) -> list[str]:
 
 def run_dir(out: Path, label: str, seed: int) -> Path:
     """The folder of one (row, seed) run."""
-    return out / label.split(" (")[0].replace(" ", "_") / f"seed{seed}"
+    name = label.split(" (")[0].replace(", ", "_").replace(" ", "_")
+    return out / name / f"seed{seed}"
 
 
 def run(label: str, flags: list[str], seed: int, args: argparse.Namespace) -> dict:
     """Train one configuration and seed in a subprocess; returns its final metrics and timings."""
     out = run_dir(args.out, label, seed)
-    command = [sys.executable, str(SCRIPT), *budget_flags(args), "--seed", str(seed), *flags,
-               "--output-dir", str(out)]
+    command = [sys.executable, "-m", SCRIPT_MODULE, *budget_flags(args), "--seed", str(seed), *flags,
+               "--output-dir", str(out)]  # fmt: skip
     print(f"== {label}, seed {seed}: {shlex.join(command)}", flush=True)
     start = time.perf_counter()
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, cwd=HERE.parent)
     wall = time.perf_counter() - start
     # The wall time (model loading and evaluation included) is only known out here; keep it
     # beside the run's own metrics so that --collect can tabulate it later.
@@ -95,8 +134,7 @@ def load(out: Path, label: str, flags: list[str]) -> dict:
     """One finished run read back from its folder."""
     metrics = json.loads((out / "metrics.json").read_text())
     wall = json.loads((out / "runner.json").read_text())["wall"]
-    return {"label": label, "flags": flags, "seed": metrics["config"]["seed"], "wall": wall,
-            "metrics": metrics}
+    return {"label": label, "flags": flags, "seed": metrics["config"]["seed"], "wall": wall, "metrics": metrics}
 
 
 def collect(label: str, flags: list[str], args: argparse.Namespace) -> list[dict]:
@@ -107,37 +145,81 @@ def collect(label: str, flags: list[str], args: argparse.Namespace) -> list[dict
         if (out / "metrics.json").is_file() and (out / "runner.json").is_file():
             result = load(out, label, flags)
             config = result["metrics"]["config"]
-            if (config["steps"], config["max_eval"], config["batch_size"]) != (
-                args.steps, args.max_eval, args.batch_size
-            ):
+            if (config["steps"], config["max_eval"], config["batch_size"]) != (args.steps, args.max_eval, args.batch_size):
                 raise SystemExit(f"--collect: {out} was trained with another budget than this call's")
             found.append(result)
     return found
 
 
-def mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    """``mean ± sample std`` (just the mean for one value; ``—`` for none)."""
-    if not values:
-        return "—"
-    values = [scale * v for v in values]
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+def _final(result: dict) -> dict[str, dict[str, float]]:
+    return result["metrics"]["final"]["tasks"]
 
 
-def table(rows: list[list[dict]]) -> str:
-    """The Table-1-style Markdown table, one line per row, aggregated over its seeds."""
-    header = ["run", "n", *(c[0] for c in COLUMNS), "wall time (s)", "s / step"]
+def single_task_reference(table_rows: list[list[dict]]) -> dict[str, dict[str, float]]:
+    """Each task's metrics from its single-task row, averaged over that row's seeds."""
+    reference: dict[str, dict[str, float]] = {}
+    for results in table_rows:
+        if not results or not results[0]["label"].startswith("single-task "):
+            continue
+        task = results[0]["label"].removeprefix("single-task ")
+        keys = [k for k in _final(results[0])[task] if k != "example"]
+        reference[task] = {k: sum(_final(r)[task][k] for r in results) / len(results) for k in keys}
+    return reference
+
+
+def delta_m_by_seed(results: list[dict], reference: dict, crit: list[Criterion]) -> dict[int, float]:
+    """Δm% of each seed of a multi-task row (empty when a single-task reference is missing)."""
+    if not results or any(c.task not in reference for c in crit) or results[0]["label"].startswith("single-task"):
+        return {}
+    return {r["seed"]: delta_m(_final(r), reference, crit) for r in results}
+
+
+def _values(results: list[dict], task: str, key: str) -> dict[int, float]:
+    return {r["seed"]: _final(r)[task][key] for r in results if key in _final(r).get(task, {})}
+
+
+def table(table_rows: list[list[dict]], setup: str) -> str:
+    """The main table: one line per row, mean ± std over its seeds."""
+    cols, crit = columns(setup), criteria(setup)
+    reference = single_task_reference(table_rows)
+    header = ["run", "n", *(c[0] for c in cols), "Δm%", "s / step", "peak MiB", "wall (s)"]
     lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
-    for results in rows:
+    for results in table_rows:
         if not results:
             continue
         cells = [results[0]["label"], str(len(results))]
-        for _, task, key in COLUMNS:
-            values = [r["metrics"]["final"]["tasks"].get(task, {}).get(key) for r in results]
-            cells.append(mean_std([v for v in values if v is not None], scale=100.0))
-        cells.append(mean_std([r["wall"] for r in results], digits=0))
-        cells.append(mean_std([r["metrics"]["seconds_per_step"] for r in results]))
+        for _, task, key in cols:
+            cells.append(format_mean_std(list(_values(results, task, key).values()), scale=100.0))
+        cells.append(format_mean_std(list(delta_m_by_seed(results, reference, crit).values()), signed=True))
+        cells.append(format_mean_std([r["metrics"]["seconds_per_step"] for r in results]))
+        cells.append(format_mean_std([r["metrics"].get("peak_memory_mb") for r in results
+                                      if r["metrics"].get("peak_memory_mb") is not None], digits=0))  # fmt: skip
+        cells.append(format_mean_std([r["wall"] for r in results], digits=0))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_table(table_rows: list[list[dict]], setup: str) -> str:
+    """Paired differences from :data:`REFERENCE_ROW`, seed by seed (mean ± std; n = common seeds),
+    in points (metrics ×100) and in Δm% points."""
+    cols, crit = columns(setup), criteria(setup)
+    reference = single_task_reference(table_rows)
+    base = next((r for r in table_rows if r and r[0]["label"] == REFERENCE_ROW), None)
+    if base is None:
+        return f"(no paired differences: the row {REFERENCE_ROW!r} has no finished seed)"
+    base_dm = delta_m_by_seed(base, reference, crit)
+    header = ["run − mean", "n", *(c[0] for c in cols), "Δm%"]
+    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+    for results in table_rows:
+        if not results or results is base or results[0]["label"].startswith("single-task"):
+            continue
+        common = sorted({r["seed"] for r in results} & {r["seed"] for r in base})
+        cells = [results[0]["label"], str(len(common))]
+        for _, task, key in cols:
+            diffs = paired_differences(_values(results, task, key), _values(base, task, key))
+            cells.append(format_mean_std(diffs, scale=100.0, signed=True))
+        dm = paired_differences(delta_m_by_seed(results, reference, crit), base_dm)
+        cells.append(format_mean_std(dm, signed=True))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -153,57 +235,82 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The runner's flags (the budget every row shares, the rows, the seeds, the folders)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--setup", choices=tuple(SETUPS), default="two", help="task set: two (SST-2 + AESLC) or four")
+    p.add_argument("--preset", default="smollm2", choices=("tiny", "smollm2"), help="backbone")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps per run")
+    p.add_argument("--batch-size", type=int, default=4, help="rows per task per step")
+    p.add_argument("--max-train", type=int, default=2000, help="training rows per task")
+    p.add_argument("--max-eval", type=int, default=200, help="validation rows per task")
+    p.add_argument("--max-source-len", type=int, default=64, help="source tokens")
+    p.add_argument("--max-target-len", type=int, default=16, help="summary tokens")
+    p.add_argument("--eval-batch-size", type=int, default=32, help="rows per evaluation batch (generation is batched)")
+    p.add_argument("--head-lr", type=float, default=1e-3,
+                   help="learning rate of the classification heads (the backbone keeps the script's --lr); "
+                   "0 or less keeps the script's default")  # fmt: skip
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of every run (default: the script's, all cores); with 1, two runners "
+                   "on disjoint --only rows share a 2-core machine well")  # fmt: skip
+    p.add_argument("--seeds", type=parse_seeds, default=[0], help="comma-separated seeds")
+    p.add_argument("--out", type=Path, default=Path("runs/comparison"), help="run folders")
+    p.add_argument("--results", type=Path, default=HERE.parent / "docs" / "results.md", help="Markdown file to write")
+    p.add_argument("--only", default=None, help="comma-separated rows to run: 0-based indices or labels")
+    p.add_argument("--collect", action="store_true", help="train nothing; tabulate the seeds already in --out")
+    return p
+
+
+def _chosen(only: str | None, all_rows: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
+    """The rows ``--only`` names (all by default); raises ValueError for an unknown one."""
+    if only is None:
+        return all_rows
+    labels = {label: (label, flags) for label, flags in all_rows}
+    out = []
+    for item in (s.strip() for s in only.split(",")):
+        if item.isdigit() and int(item) < len(all_rows):
+            out.append(all_rows[int(item)])
+        elif item in labels:
+            out.append(labels[item])
+        else:
+            raise ValueError(item)
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[list[dict]]:
-    """Run (or ``--collect``) every configuration, print the table, write ``--results``."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="smollm2", choices=("tiny", "smollm2"), help="backbone")
-    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per run")
-    parser.add_argument("--batch-size", type=int, default=4, help="rows per task per step")
-    parser.add_argument("--max-train", type=int, default=2000, help="training rows per task")
-    parser.add_argument("--max-eval", type=int, default=200, help="validation rows per task")
-    parser.add_argument("--max-source-len", type=int, default=64, help="source tokens")
-    parser.add_argument("--max-target-len", type=int, default=16, help="summary tokens")
-    parser.add_argument("--eval-batch-size", type=int, default=32,
-                        help="rows per evaluation batch (generation is batched, left-padded)")
-    parser.add_argument("--head-lr", type=float, default=1e-3,
-                        help="learning rate of the classification head (the backbone keeps the "
-                             "script's --lr); 0 or less keeps the script's default")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads of every run (default: the script's, all cores); with 1, "
-                             "two runners on disjoint --only rows share a 2-core machine well")
-    parser.add_argument("--seeds", type=parse_seeds, default=[0], help="comma-separated seeds")
-    parser.add_argument("--out", type=Path, default=Path("runs/comparison"), help="run folders")
-    parser.add_argument("--results", type=Path, default=HERE.parent / "docs" / "results.md",
-                        help="Markdown file to write")
-    parser.add_argument("--only", default=None, help="comma-separated row indices (0-based) to run")
-    parser.add_argument("--collect", action="store_true",
-                        help="train nothing; tabulate the seeds already in --out")
+    """Run (or ``--collect``) the rows, print the tables, write ``--results``."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.head_lr is not None and args.head_lr <= 0:
         args.head_lr = None
+    all_rows = rows(args.setup)
     try:
-        chosen = RUNS if args.only is None else [RUNS[int(i)] for i in args.only.split(",")]
-    except (ValueError, IndexError):
-        parser.error(f"--only: expected row indices in 0..{len(RUNS) - 1}, got {args.only!r}")
+        chosen = _chosen(args.only, all_rows)
+    except ValueError as exc:
+        parser.error(f"--only: unknown row {exc}; rows: 0..{len(all_rows) - 1} or {[label for label, _ in all_rows]}")
     if args.collect:
-        rows = [collect(label, flags, args) for label, flags in chosen]
+        found = [collect(label, flags, args) for label, flags in chosen]
     else:
-        rows = [[run(label, flags, seed, args) for seed in args.seeds] for label, flags in chosen]
-    text = table(rows)
-    print(text)
+        found = [[run(label, flags, seed, args) for seed in args.seeds] for label, flags in chosen]
+    main_table, paired = table(found, args.setup), paired_table(found, args.setup)
+    print(main_table, paired, sep="\n\n")
     commands = "\n".join(
-        f"python examples/train_glue_summarization.py {shlex.join([*budget_flags(args), '--seed', 'SEED', *flags])}"
-        for label, flags in chosen
+        f"python -m {SCRIPT_MODULE} {shlex.join([*budget_flags(args), '--seed', 'SEED', *flags])}" for _, flags in chosen
     )
+    glue, summarization = SETUPS[args.setup]
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(
-        "# Results: GLUE classification + summarization on one shared backbone\n\n"
-        f"Produced by `python examples/run_comparison.py {shlex.join(argv if argv is not None else sys.argv[1:])}` "
-        f"({time.strftime('%Y-%m-%d')}, 2-core CPU, torch threads per run = {args.threads or 'all cores'}). "
-        "Values are mean ± sample standard deviation over the `n` seeds.\n\n"
-        f"{text}\n\nCommands (one per row; SEED = each seed):\n\n```\n{commands}\n```\n"
+        f"# Results: {', '.join(glue)} classification + {summarization} summarization on one shared backbone\n\n"
+        f"Produced by `python -m examples.run_comparison {shlex.join(argv if argv is not None else sys.argv[1:])}` "
+        f"({time.strftime('%Y-%m-%d')}, torch threads per run = {args.threads or 'all cores'}). "
+        "Values are mean ± sample standard deviation over the `n` seeds; metrics in percent. "
+        "Δm% is the mean over tasks of the relative change from the single-task rows "
+        "(examples/mtl/aggregate.py; MRPC by F1, AESLC by the mean of ROUGE-1/2/L).\n\n"
+        f"{main_table}\n\nPaired differences from `{REFERENCE_ROW}`, seed by seed "
+        f"(points; n = seeds both rows have):\n\n{paired}\n\n"
+        f"Commands (one per row; SEED = each seed):\n\n```\n{commands}\n```\n"
     )
-    return rows
+    return found
 
 
 if __name__ == "__main__":

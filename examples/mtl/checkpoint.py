@@ -34,6 +34,7 @@ RESUME_KEYS = (
     "schedule",
     "grad_accum",
     "refresh_every",
+    "features",
     "amp",
     "max_train",
     "max_source_len",

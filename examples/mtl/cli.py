@@ -205,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(GradSurgery(refresh_every=N))",
     )
     g.add_argument(
+        "--features",
+        action="store_true",
+        help="representation-level surgery: one decoder pass over all tasks' rows, the method on "
+        "the Gram matrix of the task gradients of its output (backward(losses, features=h); LoRA "
+        "only, no --grad-accum)",
+    )
+    g.add_argument(
         "--amp",
         choices=("off", "bf16", "fp16"),
         default="off",
@@ -358,6 +365,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     gram = issubclass(gradsurg.methods.method_class(args.method), gradsurg.methods.GramMethod)
     if args.refresh_every > 1 and args.single_task is None and not gram:
         parser.error(f"--refresh-every: {args.method} has no task weights to reuse (only Gram methods do)")
+    if args.features:
+        for bad, flag in (
+            (args.single_task is not None, "--single-task"),
+            (not gram, f"--method {args.method} (not a Gram method)"),
+            (args.grad_accum > 1, "--grad-accum > 1"),
+            (args.full_finetune, "--full-finetune (the LM head, after the features, would be shared)"),
+        ):
+            if bad:
+                parser.error(f"--features: does not go with {flag}")
     if args.text_column is not None and not args.text_column.strip():
         parser.error("--text-column: empty column name")
     if args.summary_column is not None and not args.summary_column.strip():

@@ -1,8 +1,8 @@
 """The shared backbone, the task heads and the per-task losses.
 
 One Hugging Face causal LM is shared by all tasks. GLUE tasks read it through a linear
-classification head on a pooled last hidden state: by default (``pooling="last"``) the hidden
-state of the **last non-pad token**, as transformers' ``*ForSequenceClassification`` models do
+classification head on a pooled last hidden state: with ``pooling="last"`` (the script's
+default) the hidden state of the **last non-pad token**, as transformers' ``*ForSequenceClassification`` models do
 (in a causal decoder only that token has seen the whole input); ``pooling="mean"`` averages
 over the non-pad tokens instead. The summarization task uses the model's own LM head with
 teacher forcing.
@@ -151,12 +151,15 @@ class MultiTaskModel(nn.Module):
     Args:
         lm: the Hugging Face causal LM (already wrapped by ``peft`` when LoRA is used).
         glue_tasks: ``{task: num_labels}``.
+        pooling: ``"last"`` or ``"mean"`` (see :meth:`pooled`); the default stays ``"mean"``,
+            what earlier code built (``benchmarks/compare_llm.py``); the script's ``--pooling``
+            chooses for its runs.
     """
 
     #: The pooling choices of :meth:`pooled`.
     POOLINGS = ("last", "mean")
 
-    def __init__(self, lm: nn.Module, glue_tasks: dict[str, int], pooling: str = "last") -> None:
+    def __init__(self, lm: nn.Module, glue_tasks: dict[str, int], pooling: str = "mean") -> None:
         super().__init__()
         if pooling not in self.POOLINGS:
             raise ValueError(f"--pooling: expected one of {self.POOLINGS}, got {pooling!r}")
@@ -171,21 +174,30 @@ class MultiTaskModel(nn.Module):
         """The underlying ``*ForCausalLM`` (inside the peft wrapper, if any)."""
         return self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
 
-    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The last hidden state pooled as ``self.pooling`` says, ``(B, hidden)``: at the last
-        non-pad token (wherever the padding sits), or averaged over the non-pad tokens.
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The decoder's last hidden state ``(B, S, hidden)`` (``hf_model.base_model``, no LM
+        head: no vocabulary-sized logits for classification batches)."""
+        return self.hf_model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
-        Runs the decoder only (``hf_model.base_model``), not the LM head: no vocabulary-sized
-        logits for classification batches.
-        """
-        out = self.hf_model.base_model(input_ids=input_ids, attention_mask=attention_mask)
-        h = out.last_hidden_state
+    def pool(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``h`` pooled as ``self.pooling`` says, ``(B, hidden)``: at the last non-pad token
+        (wherever the padding sits), or averaged over the non-pad tokens."""
         if self.pooling == "last":
             positions = torch.arange(h.shape[1], device=h.device)
             last = (attention_mask.to(torch.long) * positions).argmax(1)
             return h[torch.arange(h.shape[0], device=h.device), last]
         m = attention_mask.unsqueeze(-1).to(h.dtype)
         return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled last hidden state of a batch, ``(B, hidden)``."""
+        return self.pool(self.hidden(input_ids, attention_mask), attention_mask)
+
+    def lm_loss_from_hidden(self, h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The summarization loss from hidden states: the LM head, then the next-token
+        cross-entropy on the labelled positions (what ``lm(..., labels=)`` computes)."""
+        logits = self.hf_model.lm_head(h[:, :-1]).float()
+        return nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
 
     def classification_logits(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``(B, num_labels)`` logits of GLUE ``task``."""

@@ -12,7 +12,7 @@ import torch
 
 from . import data as mdata
 
-__all__ = ["load_tasks", "task_batch_sizes", "task_loss", "training_batch"]
+__all__ = ["joint_losses", "load_tasks", "task_batch_sizes", "task_loss", "training_batch"]
 
 
 def load_tasks(args: argparse.Namespace, tokenizer) -> dict[str, dict]:
@@ -76,3 +76,47 @@ def task_loss(model, task: str, kind: str, rows: list[dict], pad_id: int) -> tor
     if kind == "cls":
         return model.classification_loss(task, mdata.collate_classification(rows, pad_id))
     return model.summarization_loss(mdata.collate_summarization_train(rows, pad_id))
+
+
+def _pad_to(batch: dict[str, torch.Tensor], width: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad every ``(B, S)`` tensor of a collated batch to ``width`` columns."""
+    fill = {"input_ids": pad_id, "attention_mask": 0, "labels": -100}
+    out = {}
+    for key, value in batch.items():
+        if key in fill and value.dim() == 2:
+            extra = torch.full((value.shape[0], width - value.shape[1]), fill[key], dtype=value.dtype)
+            value = torch.cat([value, extra], 1)
+        out[key] = value
+    return out
+
+
+def joint_losses(model, tasks: dict[str, dict], batch: dict[str, list[dict]], pad_id: int):
+    """Every task's loss from **one** decoder pass over all tasks' rows: ``(losses, h)``, h the
+    shared representation (the last hidden state) that ``backward(losses, features=h)`` needs.
+
+    The rows are right-padded to one width; causal attention with the padding masked leaves
+    each row's hidden states as in its own task's pass. Task t's loss depends on its rows of h
+    only, so the per-task gradients with respect to h live on disjoint rows: their Gram matrix
+    is diagonal (no conflicts to resolve at this level; methods still see the norms).
+    """
+    parts = {}
+    for task, rows in batch.items():
+        if tasks[task]["kind"] == "cls":
+            parts[task] = mdata.collate_classification(rows, pad_id)
+        else:
+            parts[task] = mdata.collate_summarization_train(rows, pad_id)
+    width = max(p["input_ids"].shape[1] for p in parts.values())
+    parts = {t: _pad_to(p, width, pad_id) for t, p in parts.items()}
+    ids = torch.cat([p["input_ids"] for p in parts.values()])
+    mask = torch.cat([p["attention_mask"] for p in parts.values()])
+    h = model.hidden(ids, mask)
+    losses, start = {}, 0
+    for task, p in parts.items():
+        rows = slice(start, start + p["input_ids"].shape[0])
+        start = rows.stop
+        if tasks[task]["kind"] == "cls":
+            logits = model.heads[task](model.pool(h[rows], p["attention_mask"]))
+            losses[task] = torch.nn.functional.cross_entropy(logits, p["labels"])
+        else:
+            losses[task] = model.lm_loss_from_hidden(h[rows], p["labels"])
+    return losses, h

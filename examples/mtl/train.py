@@ -6,7 +6,9 @@ library's own features do the rest: ``--grad-accum K`` adds K micro-batches with
 big batch's update) when the method accumulates (``method.accumulates``); loss-space methods and
 ``cosreg``, which weigh a batch's losses before any gradient exists, run on each micro-batch and
 their gradients add up. ``--amp fp16`` hands a GradScaler to ``GradSurgery(scaler=)``;
-``--refresh-every`` is ``GradSurgery(refresh_every=)``; the log rows come from
+``--refresh-every`` is ``GradSurgery(refresh_every=)``; ``--features`` runs every task through
+one decoder pass and hands its output to ``backward(losses, features=h)`` (representation-level
+surgery); the log rows come from
 :func:`gradsurg.integrations.stats_log.stats_scalars`.
 """
 
@@ -26,9 +28,9 @@ from .build import build_model, build_optimizer, make_scaler
 from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluate import evaluate
 from .report import pairs, write_outputs
-from .tasks import load_tasks, task_batch_sizes, task_loss, training_batch
+from .tasks import joint_losses, load_tasks, task_batch_sizes, task_loss, training_batch
 
-__all__ = ["autocast", "run", "train_step"]
+__all__ = ["autocast", "peak_memory_mb", "run", "train_step"]
 
 
 def autocast(amp: str):
@@ -37,6 +39,16 @@ def autocast(amp: str):
         return contextlib.nullcontext()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.autocast(device_type=device, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of this process so far, MiB: the CUDA allocator's peak on a GPU, else the peak
+    resident set size (which includes Python, torch and the frozen weights)."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def train_step(args, model, optimizer, tasks: dict[str, dict], sizes: dict[str, int], step: int, pad: int, scaler=None):
@@ -49,8 +61,12 @@ def train_step(args, model, optimizer, tasks: dict[str, dict], sizes: dict[str, 
     single = args.single_task is not None
     for micro in range(args.grad_accum):
         batch = training_batch(tasks, sizes, step * args.grad_accum + micro, args.seed)
+        features = None
         with autocast(args.amp):
-            losses = {t: task_loss(model, t, tasks[t]["kind"], batch[t], pad) for t in names}
+            if args.features:
+                losses, features = joint_losses(model, tasks, batch, pad)
+            else:
+                losses = {t: task_loss(model, t, tasks[t]["kind"], batch[t], pad) for t in names}
         for t in names:
             step_losses[t] += float(losses[t].detach()) / args.grad_accum
         scaled = {t: loss / args.grad_accum for t, loss in losses.items()}
@@ -60,7 +76,8 @@ def train_step(args, model, optimizer, tasks: dict[str, dict], sizes: dict[str, 
             (scaled[names[0]] * args.task_weights.get(names[0], 1.0)).backward()
         else:
             last = micro == args.grad_accum - 1
-            result = optimizer.backward(scaled, sync=last or not optimizer.method.accumulates)
+            sync = last or not optimizer.method.accumulates
+            result = optimizer.backward(scaled, sync=sync, features=features)
             stats = result if result is not None else stats
     if scaler is not None:
         scaler.step(optimizer)
@@ -119,7 +136,11 @@ def run(args) -> dict:
 
     def extra() -> dict:
         seconds = sum(r["seconds"] for r in history["log"])
-        return {"seconds_per_step": seconds / max(len(history["log"]), 1), **sizes_info}
+        return {
+            "seconds_per_step": seconds / max(len(history["log"]), 1),
+            "peak_memory_mb": peak_memory_mb(),
+            **sizes_info,
+        }
 
     def evaluate_now(step: int) -> None:
         history["evals"].append({"step": step, "tasks": evaluate(args, model, tasks, tokenizer, progress)})
