@@ -106,17 +106,8 @@ def make_net(seed=0):
 
 def build_loss_method(name, net):
     """The loss-space method ``name`` for :class:`Net` (options of the hand-written objectives)."""
-    from gradsurg.methods.gradnorm import GradNorm
-    from gradsurg.methods.stch import STCH
-    from gradsurg.methods.uw import UW
-
-    if name == "uw":
-        return UW(num_tasks=3)
-    if name == "gradnorm":
-        return GradNorm(num_tasks=3, layer=list(net.trunk[2].parameters()), alpha=1.5)
-    if name == "stch":
-        return STCH(mu=0.5, ideal="running_min")
-    return gradsurg.get_method(name)
+    options = {"stch": {"mu": 0.5, "ideal": "running_min"}, "gradnorm": {"alpha": 1.5}}.get(name, {})
+    return gradsurg.methods.build_method(name, num_tasks=3, layer=list(net.trunk[2].parameters()), **options)
 
 
 def run(opt, net, batches):

@@ -90,9 +90,7 @@ VARIANTS: dict[str, tuple[str, dict, dict[str, bool]]] = {
     "moco(beta=0.4,gamma=0.2)": ("moco", {"beta": 0.4, "gamma": 0.2}, {}),
 }
 CONFIGS: dict[str, tuple[str, dict, dict[str, bool]]] = {n: (n, {}, {}) for n in NAMES} | VARIANTS
-# imtl_l needs the task count (the three-task Net and the T = 3 families of the state checks);
 # cr_mogm over another base, and pbi with its stateful ideal point.
-CONFIGS["imtl_l"] = ("imtl_l", {"num_tasks": 3}, {})
 CONFIGS["cr_mogm(base=pcgrad,alpha=0.5)"] = ("cr_mogm", {"base": "pcgrad", "alpha": 0.5}, {})
 CONFIGS["cr_mogm(base=upgrad)"] = ("cr_mogm", {"base": "upgrad"}, {})
 
@@ -120,12 +118,9 @@ def build(label: str, net=None, num_tasks: int = 3):
     """A fresh instance of the configuration ``label`` (``net``: the model, for methods bound to
     it such as GradNorm's layer)."""
     name, kwargs, _ = CONFIGS[label]
-    if name == "uw":
-        return gradsurg.get_method(name, num_tasks=num_tasks, **kwargs)
-    if name == "gradnorm":
-        layer = list(net.trunk[2].parameters()) if net is not None else [torch.zeros(2, requires_grad=True)]
-        return gradsurg.get_method(name, num_tasks=num_tasks, layer=layer, **kwargs)
-    return gradsurg.get_method(name, **kwargs)
+    # The setup (task count, last shared layer) goes to the methods that declare they need it.
+    layer = list(net.trunk[2].parameters()) if net is not None else [torch.zeros(2, requires_grad=True)]
+    return gradsurg.methods.build_method(name, num_tasks=num_tasks, layer=layer, **kwargs)
 
 
 def labels(kinds=("gram", "matrix", "loss", "double"), claim: str | None = None) -> list[str]:

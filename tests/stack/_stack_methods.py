@@ -5,7 +5,11 @@ from __future__ import annotations
 import gradsurg
 
 #: Options that make a method keep per-task state where it has an option for it.
-STATEFUL_OPTIONS = {"nash_mtl": {"update_weights_every": 2}, "stch": {"ideal": "running_min"}}
+STATEFUL_OPTIONS = {
+    "nash_mtl": {"update_weights_every": 2},
+    "stch": {"ideal": "running_min"},
+    "pbi": {"ideal": "running_min"},
+}
 
 
 def build(name: str, model, num_tasks: int, *, stateful: bool = False) -> gradsurg.Method:
