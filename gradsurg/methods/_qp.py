@@ -61,12 +61,13 @@ projection R_P y_P is computed stably.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = ["dual_cone_weights", "dual_cone_weights_many", "nonneg_qp"]
 
-_EPS = float(torch.finfo(torch.float64).eps)
+_EPS = float(np.finfo(np.float64).eps)
 # Optimality: a coordinate may enter the passive set only if its gradient component exceeds this
 # relative to ‖b‖ (unit-norm columns): a few hundred ulps.
 _KKT_TOL = 1e-13
@@ -79,59 +80,150 @@ _CHOL_MIN = 1e-10
 # value cut-off of the unregularised re-solve on the ridge solution's active set (see above).
 _RIDGE = 1e-11
 _POLISH_RCOND = 1e-5
+# Smallest eigenvalue of C, relative to the largest, above which the ridged problem is solved
+# from a block-pivoting warm start (see _Factored.nnls).
+_WARM_COND = 1e-6
 
 
-def _passive_solve(r: Tensor, b: Tensor, passive: list[int]) -> Tensor:
-    """``argmin ‖R_P y − b‖`` (minimum-norm when R_P is rank-deficient), as a full-length vector."""
-    idx = torch.tensor(passive)
-    a = r[:, idx]
-    normal = a.T @ a
-    chol, info = torch.linalg.cholesky_ex(normal)
-    if int(info) == 0 and float(chol.diagonal().min()) ** 2 > _CHOL_MIN:
-        # Corrected semi-normal equations (Björck 1987): one refinement step with the residual
-        # formed from R_P gives the accuracy of a QR solve.
-        sol = torch.cholesky_solve((a.T @ b).unsqueeze(1), chol)[:, 0]
-        sol = sol + torch.cholesky_solve((a.T @ (b - a @ sol)).unsqueeze(1), chol)[:, 0]
-    else:
-        sol = torch.linalg.lstsq(a, b.unsqueeze(1), driver="gelsd").solution[:, 0]
-    out = torch.zeros(r.shape[1], dtype=r.dtype)
-    out[idx] = sol
-    return out
+class _Problem:
+    """``min_{y ≥ 0} ‖R y − b‖² + ridge·‖y‖²``: the factor, the right-hand side, and the normal
+    matrix RᵀR + ridge·I formed once for all the passive solves.
+
+    The ridge is kept apart rather than stacked under R as rows √ridge·I (as the problem is
+    usually written): the same arithmetic on half the rows, which matters for the T
+    projections of UPGrad.
+    """
+
+    def __init__(self, r: np.ndarray, b: np.ndarray, ridge: float, normal: np.ndarray) -> None:
+        self.r, self.b, self.ridge, self.normal = r, b, ridge, normal
+        self.num = r.shape[1]
+
+    def neg_grad(self, y: np.ndarray) -> np.ndarray:
+        """Minus the gradient of ½(‖R y − b‖² + ridge·‖y‖²): positive = increasing y_j helps."""
+        g = self.r.T @ (self.b - self.r @ y)
+        return g - self.ridge * y if self.ridge else g
+
+    def passive_solve(self, passive: list[int]) -> np.ndarray:
+        """``argmin ‖R_P y − b‖² + ridge·‖y‖²`` (minimum-norm when rank-deficient), full length."""
+        idx = np.array(passive)
+        a = self.r.take(idx, 1)
+        normal = self.normal.take(idx, 0).take(idx, 1)
+        try:
+            chol = np.linalg.cholesky(normal)
+        except np.linalg.LinAlgError:
+            chol = None
+        out = np.zeros(self.num)
+        if chol is not None and float(np.diagonal(chol).min()) ** 2 > _CHOL_MIN:
+            # Corrected semi-normal equations (Björck 1987): one refinement step with the
+            # residual formed from R_P gives the accuracy of a QR solve. The normal matrix is
+            # safely positive definite here (cond ≲ 1e10), so an LU solve is as accurate as the
+            # Cholesky one.
+            sol = np.linalg.solve(normal, a.T @ self.b)
+            corr = a.T @ (self.b - a @ sol)
+            if self.ridge:
+                corr -= self.ridge * sol
+            sol = sol + np.linalg.solve(normal, corr)
+        elif self.ridge:
+            stacked = np.concatenate([a, self.ridge**0.5 * np.eye(len(passive))])
+            rhs = np.concatenate([self.b, np.zeros(len(passive))])
+            sol = np.linalg.lstsq(stacked, rhs, rcond=None)[0]
+        else:
+            sol = np.linalg.lstsq(a, self.b, rcond=None)[0]
+        out[idx] = sol
+        return out
 
 
-def _lawson_hanson(r: Tensor, b: Tensor, max_iter: int) -> Tensor:
-    """``argmin_{y ≥ 0} ‖R y − b‖`` (Lawson & Hanson 1974, Algorithm 23.10)."""
-    num = r.shape[1]
-    y = torch.zeros(num, dtype=r.dtype)
-    tol = _KKT_TOL * float(b.norm())
+def _block_pivot(prob: _Problem, tol: float) -> tuple[list[int], np.ndarray]:
+    """A passive set for the problem by block principal pivoting (Júdice & Pires 1994, "A block
+    principal pivoting algorithm for large-scale strictly monotone linear complementarity
+    problems"; Kim & Park 2011, "Fast nonnegative matrix factorization: an active-set-like
+    method and comparisons", Algorithm 2), used only as a warm start.
+
+    Lawson–Hanson moves one coordinate per step, so a UPGrad projection with ~T/2 binding
+    constraints costs ~T/2 passive solves, T projections ~T²/2 (1900 solves at T = 64). Block
+    pivoting exchanges every infeasible coordinate at once and typically ends in a handful of
+    solves. With full exchanges limited by Murty's backup rule (one coordinate, the largest
+    index, after three exchanges that did not reduce the number of infeasible coordinates), it
+    terminates finitely when RᵀR + ridge·I is positive definite, which the ridge of the
+    projections guarantees. Its answer is only a starting point: :func:`_lawson_hanson` then
+    checks the same optimality conditions as from zero and continues if any fails, so the
+    result is Lawson–Hanson's whatever happens here (at most ``4·n + 10`` solves, then it stops).
+
+    Returns the passive set and the least-squares solution on it.
+    """
+    num = prob.num
+    passive = np.zeros(num, dtype=bool)
+    best, backup = num + 1, 3
+    x = np.zeros(num)
+    for _ in range(4 * num + 10):
+        idx = np.flatnonzero(passive)
+        x = prob.passive_solve(idx.tolist()) if idx.size else np.zeros(num)
+        wrong = np.where(passive, x <= 0, prob.neg_grad(x) > tol)
+        count = int(wrong.sum())
+        if count == 0:
+            break
+        if count < best:
+            best, backup = count, 3
+            passive ^= wrong
+        elif backup > 0:
+            backup -= 1
+            passive ^= wrong
+        else:
+            last = int(np.flatnonzero(wrong)[-1])
+            passive[last] = not passive[last]
+    return np.flatnonzero(passive).tolist(), x
+
+
+def _lawson_hanson(
+    prob: _Problem, max_iter: int, start: list[int] | None = None, start_sol: np.ndarray | None = None
+) -> np.ndarray:
+    """``argmin_{y ≥ 0} ‖R y − b‖² + ridge·‖y‖²`` (Lawson & Hanson 1974, Algorithm 23.10).
+
+    ``start``: a guess of the passive set (from :func:`_block_pivot`). Its coordinates whose
+    least-squares value is not positive are removed until the rest are all positive; that
+    solution is feasible and is the least-squares solution on its support, which is all the
+    algorithm's main loop assumes of its iterate, so it proceeds from there exactly as it
+    would from zero (its optimality test decides the end). ``start_sol``, if given, is that
+    least-squares solution on ``start`` (saves its solve).
+    """
+    num = prob.num
+    y = np.zeros(num)
+    tol = _KKT_TOL * float(np.linalg.norm(prob.b))
     passive: list[int] = []
+    while start:
+        s = prob.passive_solve(start) if start_sol is None else start_sol
+        start_sol = None
+        positive = [k for k in start if float(s[k]) > 0]
+        if len(positive) == len(start):
+            y, passive = s, start
+            break
+        start = positive
     blocked: set[int] = set()  # coordinates whose entry was undone by rounding this round
     for _ in range(max_iter):
-        grad = r.T @ (b - r @ y)  # minus the gradient of ½‖R y − b‖²: positive = may decrease it
-        candidates = [j for j in range(num) if j not in passive and j not in blocked]
-        if not candidates:
+        grad = prob.neg_grad(y)
+        closed = passive + list(blocked)
+        if len(closed) == num:
             break
-        j = max(candidates, key=lambda k: float(grad[k]))
+        grad[closed] = -np.inf
+        j = int(np.argmax(grad))  # the first of the largest, as in Lawson & Hanson
         if not float(grad[j]) > tol:
             break
         passive.append(j)
         while True:
-            s = _passive_solve(r, b, passive)
-            idx = torch.tensor(passive)
-            if bool((s[idx] > 0).all()):
+            s = prob.passive_solve(passive)
+            sp = s[passive]
+            if bool((sp > 0).all()):
                 y = s
                 break
             # Walk from y towards s until the first passive coordinate hits zero; drop those.
-            yp, sp = y[idx], s[idx]
+            yp = y[passive]
             neg = sp <= 0
-            ratio = torch.where(neg, yp / torch.where(neg, yp - sp, 1.0), torch.inf)
-            alpha = float(ratio.min().clamp(0.0, 1.0))
+            ratio = np.where(neg, yp / np.where(neg, yp - sp, 1.0), np.inf)
+            alpha = min(max(float(ratio.min()), 0.0), 1.0)
             y = y + alpha * (s - y)
-            first = passive[int(torch.argmin(ratio))]
+            first = passive[int(np.argmin(ratio))]
             keep = [k for k in passive if float(y[k]) > 0 and k != first and not (k == j and alpha == 0.0)]
-            for k in passive:
-                if k not in keep:
-                    y[k] = 0.0
+            y[[k for k in passive if k not in keep]] = 0.0
             if j not in keep and alpha == 0.0:
                 blocked.add(j)  # entering j cannot make progress: rounding, skip it once
             passive = keep
@@ -139,53 +231,96 @@ def _lawson_hanson(r: Tensor, b: Tensor, max_iter: int) -> Tensor:
                 break
         if passive and j in passive:
             blocked.clear()
-    return y.clamp(min=0.0)
+    return np.maximum(y, 0.0)
+
+
+def _lstsq_cut(a: np.ndarray, b: np.ndarray, normal: np.ndarray, rcond: float) -> np.ndarray:
+    """``lstsq(a, b, rcond)`` (singular values ≤ rcond·σ_max treated as 0), cheaply when no
+    singular value is near the cut-off.
+
+    The eigenvalues σ_i² of ``normal`` = aᵀa are computed to ~eps·σ_max² absolute, so when all
+    exceed 2·rcond²·σ_max² (far above that error for rcond = 1e-5) no singular value is cut and
+    the answer is the full-rank least-squares solution, computed by corrected semi-normal
+    equations (Björck 1987) to the accuracy of a QR solve (cond(a) < 1/rcond). Otherwise, or if
+    in doubt, the SVD solve (LAPACK gelsd) as before; it costs ~10× more at T = 64.
+    """
+    eig = np.linalg.eigvalsh(normal)
+    if eig.size and float(eig[0]) > 2 * rcond * rcond * float(eig[-1]):
+        sol = np.linalg.solve(normal, a.T @ b)
+        return sol + np.linalg.solve(normal, a.T @ (b - a @ sol))
+    return np.linalg.lstsq(a, b, rcond=rcond)[0]
 
 
 class _Factored:
-    """Jacobi scaling and truncated factor of a Gram matrix, shared by several right-hand sides."""
+    """Jacobi scaling and truncated factor of a Gram matrix, shared by several right-hand sides.
 
-    def __init__(self, gram: Tensor) -> None:
-        diag = gram.diagonal()
+    Everything runs in numpy on float64 arrays: the solver is many small dependent steps on
+    arrays of at most T entries, where a numpy operation costs ~1 µs and a torch one several.
+    """
+
+    def __init__(self, gram: np.ndarray) -> None:
+        diag = np.diagonal(gram)
         self.num = gram.shape[0]
-        self.live = torch.nonzero(diag > 0).flatten()  # a zero row of G: its z_j changes nothing
-        self.d = diag[self.live].sqrt()
-        cos = gram[self.live][:, self.live] / self.d[:, None] / self.d[None, :]
-        lam, vecs = torch.linalg.eigh((cos + cos.T) / 2)
-        keep = lam > _RANK_RTOL * cos.shape[0] * _EPS * float(lam.max()) if lam.numel() else lam > 0
+        self.live = np.flatnonzero(diag > 0)  # a zero row of G: its z_j changes nothing
+        self.d = np.sqrt(diag[self.live])
+        cos = gram[self.live[:, None], self.live[None, :]] / self.d[:, None] / self.d[None, :]
+        # torch's eigh, not numpy's: numpy's BLAS threads ignore torch.set_num_threads and, on
+        # a busy machine, spin for ~50 ms of CPU time on a 64×64 problem.
+        lam_t, vecs_t = torch.linalg.eigh(torch.from_numpy((cos + cos.T) / 2))
+        lam, vecs = lam_t.numpy(), vecs_t.numpy()
+        keep = lam > _RANK_RTOL * cos.shape[0] * _EPS * float(lam.max()) if lam.size else lam > 0
         self.basis = vecs[:, keep]  # V_k: orthonormal basis of the (numerical) range of C
-        self.r = lam[keep].sqrt()[:, None] * self.basis.T  # R = Λ_k^{1/2} V_kᵀ, Rᵀ R ≈ C
+        self.r = np.sqrt(lam[keep])[:, None] * self.basis.T  # R = Λ_k^{1/2} V_kᵀ, Rᵀ R ≈ C
+        # Block pivoting is used as a warm start only where the problem's solution is well
+        # determined: C of full numerical rank with cond(C) ≤ 1e6 (see nnls).
+        self.well_conditioned = bool(keep.all()) and lam.size > 0 and float(lam[0]) > _WARM_COND * float(lam[-1])
+        self.rtr = (torch.from_numpy(self.r).T @ torch.from_numpy(self.r)).numpy()  # as eigh above
+        self._ridged: dict[float, np.ndarray] = {}
 
-    def nnls(self, b: Tensor, max_iter: int | None, ridge: float = 0.0) -> Tensor:
+    def nnls(self, b: np.ndarray, max_iter: int | None, ridge: float = 0.0) -> np.ndarray:
         """y ≥ 0 minimising ‖R y − b‖² + ridge·‖y‖² (on the live coordinates)."""
-        if not float(b.abs().max()) > 0:
-            return torch.zeros(self.live.numel(), dtype=b.dtype)
-        r = self.r
-        if ridge > 0:
-            r = torch.cat([r, ridge**0.5 * torch.eye(r.shape[1], dtype=r.dtype)])
-            b = torch.cat([b, torch.zeros(r.shape[1], dtype=b.dtype)])
-        return _lawson_hanson(r, b, max_iter or 10 * self.live.numel() + 50)
+        if not float(np.abs(b).max()) > 0:
+            return np.zeros(self.live.size)
+        if ridge not in self._ridged:  # the same normal matrix for every right-hand side
+            self._ridged[ridge] = self.rtr + ridge * np.eye(self.live.size) if ridge else self.rtr
+        prob = _Problem(self.r, b, ridge, self._ridged[ridge])
+        cap = max_iter or 10 * self.live.size + 50
+        if ridge > 0 and self.well_conditioned:
+            # Well-conditioned RᵀR + ridge·I: block pivoting finds (nearly always) the optimal
+            # passive set in a few solves, Lawson–Hanson confirms it (see _block_pivot). Not on
+            # a (nearly) singular C: there the ridge alone (1e-11) makes the minimiser unique,
+            # the objective is flat to ~1e-11 along the null space, and points that pass the
+            # optimality test to rounding tolerance differ along it; Lawson–Hanson from zero
+            # picks one that does not depend on the labelling of the tasks, a warm start from
+            # block pivoting does not (TorchJD's rank-deficient property matrices: UPGrad
+            # moved by 0.07 under relabelling).
+            return _lawson_hanson(prob, cap, *_block_pivot(prob, _KKT_TOL * float(np.linalg.norm(b))))
+        return _lawson_hanson(prob, cap)
 
-    def projection_weights(self, u: Tensor) -> Tensor:
+    def projection_weights(self, u: np.ndarray) -> np.ndarray:
         """Weights ``w`` with ``Jᵀw`` the projection of ``Jᵀu`` onto the dual cone: active set from
         the ridge-regularised NNLS, projection re-solved without the ridge on it, minimum-norm
         weights (see the module docstring)."""
-        w = u.clone()
-        if self.live.numel() == 0:
+        w = u.copy()
+        if self.live.size == 0:
             return w
         du = self.d * u[self.live]
         b = -(self.r @ du)
         y = self.nnls(b, None, _RIDGE)
-        passive = torch.nonzero(y > 0).flatten()
-        if passive.numel():
+        passive = np.flatnonzero(y > 0)
+        if passive.size:
             # Polish: the unregularised least-squares solution on the same active set.
-            a = self.r[:, passive]
-            sol = torch.linalg.lstsq(a, b.unsqueeze(1), rcond=_POLISH_RCOND, driver="gelsd").solution[:, 0]
+            a = self.r.take(passive, 1)
+            sol = _lstsq_cut(a, b, self.rtr.take(passive, 0).take(passive, 1), _POLISH_RCOND)
             if bool((sol > 0).all()):
-                y = torch.zeros_like(y)
+                y = np.zeros_like(y)
                 y[passive] = sol
         w[self.live] = (self.basis @ (self.basis.T @ (du + y))) / self.d
         return w
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().to(device="cpu", dtype=torch.float64).numpy()
 
 
 def nonneg_qp(
@@ -205,27 +340,25 @@ def nonneg_qp(
     Returns:
         ``z`` (float64, ``(T,)``, ``z ≥ 0``).
     """
-    z = torch.zeros(gram.shape[0], dtype=gram.dtype)
-    fac = _Factored(gram)
-    if fac.live.numel() == 0:
-        return z
+    z = np.zeros(gram.shape[0])
+    fac = _Factored(_np(gram))
+    if fac.live.size == 0:
+        return torch.from_numpy(z)
     if u is not None:
-        b = -(fac.r @ (fac.d * u[fac.live]))
+        b = -(fac.r @ (fac.d * _np(u)[fac.live]))
     elif lin is not None:
         # Rᵀ b = −lin/d: the least-squares b is the component of lin in the range of G.
-        b = torch.linalg.lstsq(fac.r.T, (-lin[fac.live] / fac.d).unsqueeze(1), driver="gelsd").solution[:, 0]
+        b = np.linalg.lstsq(fac.r.T, -_np(lin)[fac.live] / fac.d, rcond=None)[0]
     else:
         raise ValueError("lin: give lin = G u, or u")
     z[fac.live] = fac.nnls(b, max_iter) / fac.d
-    return z
+    return torch.from_numpy(z)
 
 
-def _regularised(gram: Tensor, reg_eps: float) -> Tensor:
+def _regularised(gram: np.ndarray, reg_eps: float) -> np.ndarray:
     if reg_eps > 0:
-        trace = float(gram.diagonal().sum())
-        return (gram / trace if trace > 0 else torch.zeros_like(gram)) + reg_eps * torch.eye(
-            gram.shape[0], dtype=gram.dtype
-        )
+        trace = float(np.diagonal(gram).sum())
+        return (gram / trace if trace > 0 else np.zeros_like(gram)) + reg_eps * np.eye(gram.shape[0])
     return gram
 
 
@@ -243,10 +376,11 @@ def dual_cone_weights(gram: Tensor, u: Tensor, reg_eps: float = 0.0) -> Tensor:
         ``w`` (float64, ``(T,)``): ``u + z*`` when G is non-singular; for a singular G the
         minimum-norm weights of the same projection (see :meth:`_Factored.projection_weights`).
     """
-    return _Factored(_regularised(gram, reg_eps)).projection_weights(u)
+    return torch.from_numpy(_Factored(_regularised(_np(gram), reg_eps)).projection_weights(_np(u)))
 
 
 def dual_cone_weights_many(gram: Tensor, us: Tensor, reg_eps: float = 0.0) -> Tensor:
     """:func:`dual_cone_weights` for the rows of ``us`` (``(m, T)``), factoring G once."""
-    fac = _Factored(_regularised(gram, reg_eps))
-    return torch.stack([fac.projection_weights(u) for u in us])
+    fac = _Factored(_regularised(_np(gram), reg_eps))
+    u_np = _np(us)
+    return torch.from_numpy(np.stack([fac.projection_weights(u) for u in u_np]))
