@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -46,36 +47,38 @@ def gradvac_weights(gram: Tensor, order: Tensor, rho: Tensor, beta: float) -> tu
     the gradients). A target φ̂ = 1 (exact alignment, which no multiple of g_j can reach)
     triggers no correction either.
     """
-    num_tasks = gram.shape[0]
-    coef = torch.eye(num_tasks, dtype=gram.dtype)
-    rho = rho.clone()
-    rows = torch.arange(num_tasks)
-    diag = gram.diagonal()
-    norms = diag.clamp(min=0.0).sqrt()
-    noise = 1e3 * num_tasks * torch.finfo(gram.dtype).eps
+    g = gram.detach().to(device="cpu", dtype=torch.float64).numpy()
+    order_np = order.detach().cpu().numpy()
+    rho_np = rho.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
+    num_tasks = g.shape[0]
+    coef = np.eye(num_tasks)
+    rows = np.arange(num_tasks)
+    norms = np.sqrt(np.maximum(np.diagonal(g), 0.0))
+    noise = 1e3 * num_tasks * float(np.finfo(np.float64).eps)
     # Rows of C and entries of φ̂ are independent across i: as in PCGrad, round r handles the
-    # r-th visit of every task at once.
+    # r-th visit of every task at once (in numpy: tiny arrays, where torch's per-call overhead
+    # dominated).
     for r in range(num_tasks):
-        j = order[:, r]
-        coef_gram = coef @ gram
-        dot = (coef * gram[j]).sum(dim=1)
-        norm2_i = (coef_gram * coef).sum(dim=1)
-        reach = coef.abs() @ norms  # ≥ ‖g_i^PC‖; rounding of norm2_i is ~eps·reach²
-        norm_i = torch.where(norm2_i > noise * reach * reach, norm2_i, 0.0).sqrt()
+        j = order_np[:, r]
+        coef_gram = coef @ g
+        dot = np.einsum("ik,ik->i", coef, g[j])
+        norm2_i = np.einsum("ik,ik->i", coef_gram, coef)
+        reach = np.abs(coef) @ norms  # ≥ ‖g_i^PC‖; rounding of norm2_i is ~eps·reach²
+        norm_i = np.sqrt(np.where(norm2_i > noise * reach * reach, norm2_i, 0.0))
         norm_j = norms[j]
         norm_prod = norm_i * norm_j
-        phi = torch.where(norm_prod > 0, dot / torch.where(norm_prod > 0, norm_prod, 1.0), 0.0)
-        phi = phi.clamp(-1.0, 1.0)
-        target = rho[rows, j]
-        sin_target = (1.0 - target * target).clamp(min=0.0).sqrt()
+        phi = np.where(norm_prod > 0, dot / np.where(norm_prod > 0, norm_prod, 1.0), 0.0)
+        phi = np.clip(phi, -1.0, 1.0)
+        target = rho_np[rows, j]
+        sin_target = np.sqrt(np.maximum(1.0 - target * target, 0.0))
         active = j != rows
         correct = active & (phi < target) & (norm_j > 0) & (sin_target > 0)
-        sin_phi = (1.0 - phi * phi).clamp(min=0.0).sqrt()
-        denom = torch.where(correct, norm_j * sin_target, 1.0)
+        sin_phi = np.sqrt(np.maximum(1.0 - phi * phi, 0.0))
+        denom = np.where(correct, norm_j * sin_target, 1.0)
         step = norm_i * (target * sin_phi - phi * sin_target) / denom
-        coef[rows, j] += torch.where(correct, step, 0.0)
-        rho[rows, j] = torch.where(active, (1.0 - beta) * target + beta * phi, target)
-    return coef.sum(dim=0), rho
+        coef[rows, j] += np.where(correct, step, 0.0)
+        rho_np[rows, j] = np.where(active, (1.0 - beta) * target + beta * phi, target)
+    return torch.from_numpy(coef.sum(axis=0)), torch.from_numpy(rho_np)
 
 
 class GradVac(Seeded, GramMethod):
