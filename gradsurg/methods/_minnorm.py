@@ -157,16 +157,21 @@ class _Corral:
 
 
 def _affine_min_norm(gram: np.ndarray, corral: list[int], norms: np.ndarray) -> np.ndarray:
+    return _affine_solve(gram, corral, norms)[0]
+
+
+def _affine_solve(gram: np.ndarray, corral: list[int], norms: np.ndarray) -> tuple[np.ndarray, bool]:
     """Weights ``v`` (summing to 1) of the min-norm point of the affine hull of ``corral``.
 
     The KKT system G_S v = λ 1, 1ᵀ v = 1 is solved in the differences from the corral's
     smallest vertex with unit-length columns (:meth:`_Corral.solve`), then refined with
     residuals computed exactly from G itself (:meth:`_Corral.residual`, Wilkinson's iterative
     refinement), so the answer is that of the given G even where large vertices nearly cancel.
+    Also says whether the system was safely non-singular (solved by Cholesky, not by SVD).
     """
     k = len(corral)
     if k == 1:
-        return np.ones(1)
+        return np.ones(1), True
     sys = _Corral(gram, corral, norms)
     zero = np.zeros(k)
     v, lam = sys.solve(zero, 1.0)
@@ -182,11 +187,18 @@ def _affine_min_norm(gram: np.ndarray, corral: list[int], norms: np.ndarray) -> 
         dv, dlam = sys.solve(r_g, r_1)
         v = v + dv
         lam = lam + dlam
-    return v / v.sum()
+    return v / v.sum(), sys.linv is not None
 
 
-def min_norm_weights_np(gram: np.ndarray, max_iter: int | None = None) -> np.ndarray:
-    """:func:`min_norm_weights` on a float64 numpy array (the solver itself; see there)."""
+def min_norm_weights_np(gram: np.ndarray, max_iter: int | None = None, start: np.ndarray | None = None) -> np.ndarray:
+    """:func:`min_norm_weights` on a float64 numpy array (the solver itself; see there).
+
+    ``start``: weights of a nearby problem (CAGrad's previous shifted hull), whose support is
+    tried as the first corral. It is taken only if the affine minimiser on it has positive
+    weights and a safely non-singular system (affinely independent vertices, so the weights
+    of the point are unique); Wolfe's major cycles then go on from that corral exactly as from
+    a single vertex, to the same min-norm point. Otherwise the solve starts cold.
+    """
     num_tasks = gram.shape[0]
     diag = np.maximum(np.diagonal(gram), 0.0)
     zero = diag <= 0
@@ -208,6 +220,15 @@ def min_norm_weights_np(gram: np.ndarray, max_iter: int | None = None) -> np.nda
     first = int(np.argmin(diag))
     w[first] = 1.0
     corral = [first]
+    if start is not None:
+        support = np.flatnonzero(start > 0).tolist()
+        if len(support) > 1:
+            v, safe = _affine_solve(gram, support, norms)
+            contrib = v * norms[support]
+            if safe and bool((contrib > _ZERO_TOL * float(np.abs(contrib).sum())).all()):
+                w[first] = 0.0
+                w[support] = v
+                corral = support
     prev_norm_sq = math.inf
     for _ in range(max_iter or 50 * num_tasks):
         gw = gram @ w

@@ -60,10 +60,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from ._minnorm import min_norm_weights
+from ._minnorm import min_norm_weights, min_norm_weights_np
 from ._qp import dual_cone_weights
 from .base import GramMethod
 
@@ -86,13 +87,23 @@ def check_options(c: float, rescale: int) -> None:
         raise ValueError(f"rescale: must be 0, 1 or 2, got {rescale!r}")
 
 
-def _shifted_min_norm(gram: Tensor, a: Tensor, g0_sq: float, u: float) -> tuple[Tensor, float, float]:
+def _shifted_min_norm(
+    gram: Tensor, a: Tensor, g0_sq: float, u: float, start: Tensor | None = None
+) -> tuple[Tensor, float, float]:
     """Min-norm weights of the hull of ``g_t + u g0``, ``‖g_w‖`` of the unshifted combination
-    and the rounding scale Σ_t w_t‖g_t‖ of that combination."""
-    shifted = gram + u * (a[:, None] + a[None, :]) + (u * u) * g0_sq
-    w = min_norm_weights(shifted)
-    norm = float((w @ gram @ w).clamp(min=0.0).sqrt())
-    return w, norm, float(w @ gram.diagonal().clamp(min=0.0).sqrt())
+    and the rounding scale Σ_t w_t‖g_t‖ of that combination.
+
+    ``start``: the weights of the previous solve of the root finding, whose support is tried
+    first (a warm start: successive shifts nearly always share the corral, so a solve is one
+    affine solve instead of a dozen; the answer is the same min-norm point, see
+    :func:`~gradsurg.methods._minnorm.min_norm_weights_np`).
+    """
+    g = gram.numpy()
+    a_np = a.numpy()
+    shifted = g + u * (a_np[:, None] + a_np[None, :]) + (u * u) * g0_sq
+    w = min_norm_weights_np(shifted, None, None if start is None else start.numpy())
+    norm = max(float(w @ g @ w), 0.0) ** 0.5
+    return torch.from_numpy(w), norm, float(w @ np.sqrt(np.maximum(np.diagonal(g), 0.0)))
 
 
 def cagrad_weights(gram: Tensor, c: float, rescale: int = 1) -> Tensor:
@@ -135,13 +146,21 @@ def cagrad_weights(gram: Tensor, c: float, rescale: int = 1) -> Tensor:
             return v / factor
         return formula(w_last, norm_last)
 
+    warm: list[Tensor] = []  # the last shifted solve's weights: the next one starts there
+
+    def solve(u: float) -> tuple[Tensor, float, float]:
+        w, n, scale = _shifted_min_norm(g, a, g0_sq, u, warm[0] if warm else None)
+        warm[:] = [w]
+        return w, n, scale
+
     x_w = min_norm_weights(g)
+    warm.append(x_w)
     x_norm = float((x_w @ g @ x_w).clamp(min=0.0).sqrt())
     x_scale = float(x_w @ g.diagonal().clamp(min=0.0).sqrt())
     hi = 1.0 / radius  # ‖g_w‖ ≤ max‖g_t‖ = 1, so the gap is ≤ 0 there
     if x_norm > _ZERO_NORM * x_scale:
         lo = x_norm / radius  # the gap is ≥ 0 there (see the module docstring)
-        w_lo, n_lo, _ = _shifted_min_norm(g, a, g0_sq, lo)
+        w_lo, n_lo, _ = solve(lo)
         if not lo < hi:
             return formula(w_lo, n_lo)
     elif c >= 1.0:
@@ -151,7 +170,7 @@ def cagrad_weights(gram: Tensor, c: float, rescale: int = 1) -> Tensor:
         lo, w_lo, n_lo = hi, None, 0.0
         while True:
             lo /= 256.0
-            w, n, scale = _shifted_min_norm(g, a, g0_sq, lo)
+            w, n, scale = solve(lo)
             if n > radius * lo:
                 w_lo, n_lo = w, n
                 break
@@ -160,7 +179,7 @@ def cagrad_weights(gram: Tensor, c: float, rescale: int = 1) -> Tensor:
             hi = lo
     # Illinois false position on s = log u, h(s) = log‖g_w(u)‖ − log(c'u): h(lo) ≥ 0 ≥ h(hi).
     def h(u: float) -> tuple[float, Tensor, float, float]:
-        w, n, scale = _shifted_min_norm(g, a, g0_sq, u)
+        w, n, scale = solve(u)
         val = math.log(n) - math.log(radius * u) if n > 0 else -math.inf
         return val, w, n, scale
 
