@@ -65,11 +65,12 @@ class Workload:
     heads: list[Tensor]
 
 
-def _transformer(num_tasks: int, quick: bool, spec: dict | None = None, seed: int = 0) -> Workload:
+def _transformer(num_tasks: int, quick: bool, spec: dict | None = None, seed: int = 0, device: str = "cpu") -> Workload:
     from . import compare_training as ct
 
     spec = ct.ModelSpec(**spec) if spec else next(s for s in ct.model_specs(quick) if s.kind == "transformer")
     model, (inputs, labels) = ct.build(spec, num_tasks, seed)
+    model, inputs, labels = model.to(device), inputs.to(device), labels.to(device)
     size = sum(p.numel() for p in model.shared())
     return Workload(
         ct.model_name(spec, size),
@@ -98,11 +99,12 @@ def _smollm2(num_tasks: int, seed: int = 0, rows: int = 4, seq: int = 64) -> Wor
     return Workload("smollm2-135m-lora", forward, shared, list(heads.parameters()))
 
 
-def load_workload(name: str, num_tasks: int, quick: bool, spec: dict | None = None) -> Workload:
-    """``"transformer"`` (section 2's, or the ``ModelSpec`` fields ``spec``) or ``"smollm2"``
-    with ``num_tasks`` heads (compare_llm.LLMUnavailable when SmolLM2 cannot be loaded)."""
+def load_workload(name: str, num_tasks: int, quick: bool, spec: dict | None = None, device: str = "cpu") -> Workload:
+    """``"transformer"`` (section 2's, or the ``ModelSpec`` fields ``spec``; on ``device``) or
+    ``"smollm2"`` (CPU) with ``num_tasks`` heads (compare_llm.LLMUnavailable when SmolLM2 cannot
+    be loaded)."""
     if name == "transformer":
-        return _transformer(num_tasks, quick, spec)
+        return _transformer(num_tasks, quick, spec, device=device)
     if name == "smollm2":
         return _smollm2(num_tasks)
     raise ValueError(f"name: expected 'transformer' or 'smollm2', got {name!r}")
@@ -178,14 +180,18 @@ def _time(variants: Sequence[str], work: Workload, method: str, rounds: int) -> 
     steps (one refresh), its time divided by k."""
     steps = {v: make_step(v, work, method)[0] for v in variants}
     cycle = {v: (VARIANTS[v] or {}).get("refresh_every", 1) if isinstance(VARIANTS[v], dict) else 1 for v in variants}
+    device = work.shared[0].device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for v in variants:  # warm-up (lazy kernels, buffers, the first refresh)
         steps[v]()
     samples: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(rounds):
         for v in variants:
+            sync()
             start = time.perf_counter()
             for _ in range(cycle[v]):
                 steps[v]()
+            sync()
             samples[v].append((time.perf_counter() - start) / cycle[v])
     return {v: statistics.median(s) for v, s in samples.items()}
 
@@ -201,6 +207,7 @@ def run(
     rounds: int | None = None,
     memory: bool = True,
     spec: dict | None = None,
+    device: str = "cpu",
 ) -> list[dict]:
     """Time every (workload, T, variant); one row each.
 
@@ -209,6 +216,7 @@ def run(
             transformer and SmolLM2 at T ∈ {2, 4, 8}, 5 rounds.
         workloads, tasks, variants, method, rounds: override the grid.
         spec: ``ModelSpec`` fields of the transformer instead of section 2's (tests).
+        device: where the transformer runs (``benchmarks.gpu_check`` times it on a GPU).
         memory: also measure peak memory at T = 4 (one subprocess per case).
 
     Rows: ``section`` ("cheap"), ``model``, ``T``, ``P``, ``variant``, ``method``, ``median_ms``,
@@ -226,7 +234,7 @@ def run(
     for name in workloads:
         for num_tasks in tasks:
             try:
-                work = load_workload(name, num_tasks, quick, spec)
+                work = load_workload(name, num_tasks, quick, spec, device)
             except compare_llm.LLMUnavailable as exc:
                 log(f"cheap: {name} skipped ({exc})")
                 break
@@ -239,7 +247,7 @@ def run(
                 reference = grad if grad is not None else reference
             times = _time(variants, work, method, rounds)
             peaks = {}
-            if memory and num_tasks == 4:
+            if memory and num_tasks == 4 and device == "cpu":
                 for v in variants:
                     try:
                         peaks[v] = mem.measure(

@@ -8,7 +8,7 @@
 
 The GPU backends (``cuda``: csrc/cuda built as ``gradsurg._cuda``; ``triton``:
 gradsurg/kernels/triton) are checked elsewhere without a GPU only by the Triton interpreter and
-by nvcc compiling. This script runs them for real, in four parts, and prints what someone can
+by nvcc compiling. This script runs them for real, in five parts, and prints what someone can
 paste back whole:
 
 1. ``build``: ``pip install --no-build-isolation --no-deps -e .`` with the CUDA toolkit, which
@@ -35,6 +35,10 @@ paste back whole:
    (cuda, triton and the torch reference on the GPU), T ∈ {2,4,8,16}, P ∈ {1e6,1e7,1e8}, fp32,
    plus bf16 for gram and combine. Cases that do not fit in free GPU memory are skipped with a
    note; working sets that fit in L2 are marked (their GB/s can exceed DRAM bandwidth).
+5. ``batched``: ``batch_tasks=True`` (the T per-task backward passes as one vmapped call) against
+   one pass per task on the shared-input transformer of ``benchmarks.compare_cheap``, T ∈ {2,4,8}:
+   the update must agree to 1e-5 relative, and the times (naive, per-task floor, sequential,
+   batched) say whether batching pays on this GPU (on two CPU cores it does not).
 
 Bytes moved (e = bytes per element): gram eTP, combine e(T+1)P, flatten 2eTP, step e(4T+1)P.
 
@@ -1229,6 +1233,22 @@ def run_parts(args: argparse.Namespace, device: torch.device, gpu: Gpu, facts: l
     for note in notes:
         say(f"note: {note}")
 
+    # 5. batched per-task backward (batch_tasks=) against one pass per task, on the GPU
+    say("\n== 5. cheap paths: batch_tasks on the GPU ==")
+    cheap_part = Part("batched")
+    start = time.perf_counter()
+    if result.broken:
+        cheap_part.detail = "not run: the CUDA context is broken"
+    else:
+        try:
+            cheap_part, cheap_rows = run_batched(device, plan)
+            say("\n" + cheap_table(cheap_rows))
+        except Exception as exc:
+            cheap_part.status = "FAIL"
+            cheap_part.detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    cheap_part.seconds = time.perf_counter() - start
+    parts.append(cheap_part)
+
     # summary
     failed = any(p.status == "FAIL" for p in parts)
     say(f"\n== summary ({time.perf_counter() - began:.0f} s) ==")
@@ -1274,6 +1294,40 @@ def run_table(device: torch.device, gpu: Gpu, plan: Plan) -> tuple[Part, list[di
                    + (f", {skipped} cases skipped (memory)" if skipped else "")
                    + (f"; not timed: {', '.join(missing)}" if missing else ""))
     return part, rows, notes
+
+
+def run_batched(device: torch.device, plan: Plan) -> tuple[Part, list[dict[str, Any]]]:
+    """Section 5 of benchmarks.compare on the GPU: the transformer's naive step, per-task floor,
+    exact surgery one pass per task and batched (``batch_tasks=True``), T in the plan's table
+    tasks up to 8. FAIL if the batched update differs from the sequential one by more than 1e-5
+    relative (the same arithmetic in other kernels); the CPU measured batching slower, and this
+    is where its GPU speed is first measured."""
+    from .compare_cheap import run as run_cheap
+
+    tasks = [t for t in plan.table_tasks if t <= 8] or [2]
+    rows = run_cheap(
+        plan.rounds < 7,
+        log=say,
+        workloads=["transformer"],
+        tasks=tasks,
+        variants=["naive", "per-task floor", "exact", "exact batched"],
+        rounds=plan.rounds,
+        memory=False,
+        device=str(device),
+    )
+    worst = max(float(r["check"].split()[1]) for r in rows if r["variant"] == "exact batched")
+    speed = {r["T"]: r["median_ms"] for r in rows if r["variant"] == "exact"}
+    ratios = ", ".join(f"T={r['T']} {r['median_ms'] / speed[r['T']]:.2f}×" for r in rows if r["variant"] == "exact batched")
+    part = Part("batched", "PASS" if worst <= 1e-5 else "FAIL",
+                f"batched vs one pass per task: worst relative difference {worst:.1e}; time batched/sequential {ratios}")
+    return part, rows
+
+
+def cheap_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown of section 5's rows (benchmarks.compare_cheap.table)."""
+    from .compare_cheap import table
+
+    return table(list(rows))
 
 
 if __name__ == "__main__":

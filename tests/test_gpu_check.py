@@ -299,6 +299,7 @@ def test_run_parts_passes_and_writes_reports(tmp_path, capsys):
     assert code == 0, out
     assert "build  SKIP  --skip-build" in out and "tests  SKIP  --skip-tests" in out
     assert "sweep  PASS" in out and "table  PASS  6 timings of torch" in out
+    assert "batched PASS  batched vs one pass per task: worst relative difference" in out
     assert "result: PASS (exit 0)" in out
     md = (tmp_path / "report.md").read_text()
     assert "- **gpu**: stand-in" in md and "## Kernel table" in md and "| gram | fp32 | 2 | 1e3 | torch |" in md
