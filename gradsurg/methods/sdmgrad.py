@@ -25,10 +25,11 @@ method is stateless.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from ._minnorm import min_norm_weights
+from ._minnorm import min_norm_weights_np
 from .base import GramMethod
 
 __all__ = ["SDMGrad", "sdmgrad_weights"]
@@ -36,13 +37,14 @@ __all__ = ["SDMGrad", "sdmgrad_weights"]
 
 def sdmgrad_weights(gram: Tensor, lamda: float = 0.3) -> Tensor:
     """Weights ``v`` with ``v @ J = (g_w* + λ g0) / (1 + λ)``."""
-    num_tasks = gram.shape[0]
-    mean = torch.full((num_tasks,), 1.0 / num_tasks, dtype=gram.dtype)
-    a = gram @ mean
-    g0_sq = (mean @ a).clamp(min=0.0)
-    shifted = gram + lamda * (a[:, None] + a[None, :]) + (lamda * lamda) * g0_sq
-    w = min_norm_weights(shifted)
-    return (w + lamda * mean) / (1.0 + lamda)
+    g = gram.detach().to(device="cpu", dtype=torch.float64).numpy()
+    num_tasks = g.shape[0]
+    mean = np.full(num_tasks, 1.0 / num_tasks)
+    a = g @ mean
+    g0_sq = max(float(mean @ a), 0.0)
+    shifted = g + lamda * (a[:, None] + a[None, :]) + (lamda * lamda) * g0_sq
+    w = min_norm_weights_np(shifted)
+    return torch.from_numpy((w + lamda * mean) / (1.0 + lamda))
 
 
 class SDMGrad(GramMethod):
