@@ -9,4 +9,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gram_lists", &gradsurg::gram_lists, "G from per-task lists of per-parameter gradients");
   m.def("combine_into", &gradsurg::combine_into, "out <- beta*out + w^T J, in place");
   m.def("flatten_into", &gradsurg::flatten_into, "copy one task's gradients into its row of J");
+  m.def("min_norm_weights", &gradsurg::min_norm_weights, "Wolfe's min-norm point weights from a Gram matrix",
+        pybind11::arg("gram"), pybind11::arg("max_iter"), pybind11::arg("start") = pybind11::none());
 }

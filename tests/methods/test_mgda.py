@@ -89,3 +89,54 @@ def test_weights_scale_invariant(J, e, mantissa):
     close((w_k @ (k * J)) / k, w @ J, tol, "mgda")
     if well_conditioned(J):
         close(w_k, w, 1e-8 * max(1.0, float(w.abs().max())), "mgda weights")
+
+
+def _compiled_min_norm():
+    from gradsurg.methods import _minnorm
+
+    solver = _minnorm._extension_solver()
+    if solver is None:
+        pytest.skip("gradsurg._C (with min_norm_weights) is not built")
+    return solver
+
+
+def _hard_grams():
+    """Gram matrices of the hard inputs of the min-norm solver (norm ratios, cancellation,
+    duplicates, T > P), and random ones up to T = 64."""
+    out = []
+    gen = torch.Generator().manual_seed(0)
+    for T, P in [(3, 5), (8, 20), (16, 200), (64, 200), (20, 10), (64, 30)]:
+        J = torch.randn(T, P, generator=gen, dtype=torch.float64)
+        J[: T // 2] *= -0.3
+        out.append(J @ J.T)
+        scales = 10.0 ** torch.empty(T, dtype=torch.float64).uniform_(-15, 15, generator=gen)
+        out.append((scales[:, None] * J) @ (scales[:, None] * J).T)
+    out.append(torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 1e14]], dtype=torch.float64))
+    g = torch.tensor([[1.0, 0.0, 0.0], [-0.5, 0.0, 0.0], [0.0, 1e-8, 0.0], [0.3, 0.2, 1e-3]], dtype=torch.float64)
+    out.append(g @ g.T)
+    dup = torch.randn(5, 7, generator=gen, dtype=torch.float64)
+    dup = torch.cat([dup, dup[:2]])
+    out.append(dup @ dup.T)
+    return out
+
+
+@pytest.mark.parametrize("index", range(len(_hard_grams())))
+def test_compiled_and_numpy_min_norm_solvers_agree(index):
+    # csrc/cpu/minnorm.cpp follows _min_norm_numpy step for step; it declines (empty result)
+    # where a corral needs SVD least squares, and then the numpy solver is the answer anyway.
+    from gradsurg.methods._minnorm import _min_norm_numpy
+
+    solver = _compiled_min_norm()
+    G = _hard_grams()[index]
+    ref = torch.from_numpy(_min_norm_numpy(G.numpy()))
+    out = solver(G, 50 * G.shape[0], None)
+    if out.numel() == 0:
+        return
+    norms = G.diagonal().sqrt()
+    # the same point: ‖Σ (w − w_ref)_t g_t‖ at rounding level of the combination
+    diff = out - ref
+    assert float(diff @ G @ diff) <= (1e-12 * float(ref.abs() @ norms + out.abs() @ norms)) ** 2
+    assert float(out.min()) >= 0 and abs(float(out.sum()) - 1) <= 1e-14
+    # and a warm start from the answer's support changes nothing
+    again = solver(G, 50 * G.shape[0], out)
+    assert float((again - out) @ G @ (again - out)) <= (1e-12 * float(out.abs() @ norms)) ** 2
