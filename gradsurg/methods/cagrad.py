@@ -88,22 +88,21 @@ def check_options(c: float, rescale: int) -> None:
 
 
 def _shifted_min_norm(
-    gram: Tensor, a: Tensor, g0_sq: float, u: float, start: Tensor | None = None
+    gram: np.ndarray, a2: np.ndarray, g0_sq: float, u: float, roots: np.ndarray, start: Tensor | None = None
 ) -> tuple[Tensor, float, float]:
     """Min-norm weights of the hull of ``g_t + u g0``, ``‖g_w‖`` of the unshifted combination
     and the rounding scale Σ_t w_t‖g_t‖ of that combination.
 
-    ``start``: the weights of the previous solve of the root finding, whose support is tried
-    first (a warm start: successive shifts nearly always share the corral, so a solve is one
-    affine solve instead of a dozen; the answer is the same min-norm point, see
+    ``gram`` is G in numpy, ``a2`` = a 1ᵀ + 1 aᵀ (a = G 1/T) and ``roots`` = ‖g_t‖, all formed
+    once per CAGrad call. ``start``: the weights of the previous solve of the root finding, whose
+    support is tried first (a warm start: successive shifts nearly always share the corral, so
+    a solve is one affine solve instead of a dozen; the answer is the same min-norm point, see
     :func:`~gradsurg.methods._minnorm.min_norm_weights_np`).
     """
-    g = gram.numpy()
-    a_np = a.numpy()
-    shifted = g + u * (a_np[:, None] + a_np[None, :]) + (u * u) * g0_sq
+    shifted = gram + u * a2 + (u * u) * g0_sq
     w = min_norm_weights_np(shifted, None, None if start is None else start.numpy())
-    norm = max(float(w @ g @ w), 0.0) ** 0.5
-    return torch.from_numpy(w), norm, float(w @ np.sqrt(np.maximum(np.diagonal(g), 0.0)))
+    norm = max(float(w @ gram @ w), 0.0) ** 0.5
+    return torch.from_numpy(w), norm, float(w @ roots)
 
 
 def cagrad_weights(gram: Tensor, c: float, rescale: int = 1) -> Tensor:
@@ -147,9 +146,13 @@ def cagrad_weights(gram: Tensor, c: float, rescale: int = 1) -> Tensor:
         return formula(w_last, norm_last)
 
     warm: list[Tensor] = []  # the last shifted solve's weights: the next one starts there
+    g_np = g.numpy()
+    a_np = a.numpy()
+    a2 = a_np[:, None] + a_np[None, :]
+    roots = np.sqrt(np.maximum(np.diagonal(g_np), 0.0))
 
     def solve(u: float) -> tuple[Tensor, float, float]:
-        w, n, scale = _shifted_min_norm(g, a, g0_sq, u, warm[0] if warm else None)
+        w, n, scale = _shifted_min_norm(g_np, a2, g0_sq, u, roots, warm[0] if warm else None)
         warm[:] = [w]
         return w, n, scale
 

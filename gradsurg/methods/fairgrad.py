@@ -69,14 +69,16 @@ def _solve(gram: np.ndarray, alpha: float) -> np.ndarray:
     """
     n = gram.shape[0]
     w = np.ones(n)
+    power = -1.0 / alpha
     for _ in range(_MAX_ITER):
         gw = gram @ w
-        wp = w ** (-1.0 / alpha)
+        wp = w**power
         res = gw - wp
+        size = float(np.abs(res).max())
         # Residual relative to the size of the two sides of the equation.
-        if float(np.abs(res).max()) <= _RES_TOL * float(np.maximum(np.abs(gw), wp).max()):
+        if size <= _RES_TOL * float(np.maximum(np.abs(gw), wp).max()):
             break
-        hess = gram + np.diag(w ** (-1.0 / alpha - 1.0) / alpha)
+        hess = gram + np.diag(wp / (alpha * w))  # w^(−1/α−1)/α
         try:
             step = np.linalg.solve(hess, -res)
         except np.linalg.LinAlgError:
@@ -87,20 +89,22 @@ def _solve(gram: np.ndarray, alpha: float) -> np.ndarray:
         t = 1.0
         if bool(neg.any()):
             t = min(1.0, 0.99 * float((-w[neg] / step[neg]).min()))
-        f0 = _phi(gram, w, alpha)
+        h0 = _h(w, alpha)
+        f0 = 0.5 * float(w @ gw) - float(h0.sum())
         slope = float(res @ step)  # directional derivative (< 0: Hessian is PD)
         # Near the solution the decrease of φ falls below the rounding of φ itself and the
         # Armijo test fails on noise (T = 3, α = 3 stalled at a residual of 2e-12); there a step
         # that lowers φ by no more than its rounding level is taken if it lowers the residual.
-        noise = 8 * _EPS * (abs(f0) + 0.5 * float(w @ gw) + float(np.abs(_h(w, alpha)).sum()))
-        size = float(np.abs(res).max())
+        noise = -1.0
         while t > 1e-20:
             cand = w + t * step
             if bool((cand > 0).all()):
                 f = _phi(gram, cand, alpha)
                 if f <= f0 + 1e-4 * t * slope:
                     break
-                if abs(f - f0) <= noise and float(np.abs(gram @ cand - cand ** (-1.0 / alpha)).max()) < size:
+                if noise < 0:
+                    noise = 8 * _EPS * (abs(f0) + 0.5 * abs(float(w @ gw)) + float(np.abs(h0).sum()))
+                if abs(f - f0) <= noise and float(np.abs(gram @ cand - cand**power).max()) < size:
                     break
             t *= 0.5
         new = w + t * step
