@@ -61,6 +61,8 @@ projection R_P y_P is computed stably.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -133,7 +135,7 @@ class _Problem:
         return out
 
 
-def _block_pivot(prob: _Problem, tol: float) -> tuple[list[int], np.ndarray]:
+def _block_pivot(prob: _Problem, tol: float) -> tuple[list[int], np.ndarray | None]:
     """A passive set for the problem by block principal pivoting (Júdice & Pires 1994, "A block
     principal pivoting algorithm for large-scale strictly monotone linear complementarity
     problems"; Kim & Park 2011, "Fast nonnegative matrix factorization: an active-set-like
@@ -149,19 +151,18 @@ def _block_pivot(prob: _Problem, tol: float) -> tuple[list[int], np.ndarray]:
     checks the same optimality conditions as from zero and continues if any fails, so the
     result is Lawson–Hanson's whatever happens here (at most ``4·n + 10`` solves, then it stops).
 
-    Returns the passive set and the least-squares solution on it.
+    Returns the passive set and the least-squares solution on it (None if it gave up).
     """
     num = prob.num
     passive = np.zeros(num, dtype=bool)
     best, backup = num + 1, 3
-    x = np.zeros(num)
     for _ in range(4 * num + 10):
         idx = np.flatnonzero(passive)
         x = prob.passive_solve(idx.tolist()) if idx.size else np.zeros(num)
         wrong = np.where(passive, x <= 0, prob.neg_grad(x) > tol)
         count = int(wrong.sum())
         if count == 0:
-            break
+            return idx.tolist(), x
         if count < best:
             best, backup = count, 3
             passive ^= wrong
@@ -171,7 +172,7 @@ def _block_pivot(prob: _Problem, tol: float) -> tuple[list[int], np.ndarray]:
         else:
             last = int(np.flatnonzero(wrong)[-1])
             passive[last] = not passive[last]
-    return np.flatnonzero(passive).tolist(), x
+    return np.flatnonzero(passive).tolist(), None  # gave up: a guess, not yet solved
 
 
 def _lawson_hanson(
@@ -301,10 +302,44 @@ class _Factored:
         """Weights ``w`` with ``Jᵀw`` the projection of ``Jᵀu`` onto the dual cone: active set from
         the ridge-regularised NNLS, projection re-solved without the ridge on it, minimum-norm
         weights (see the module docstring)."""
-        w = u.copy()
+        return self.projection_weights_many(u[None, :])[0]
+
+    def projection_weights_many(self, us: np.ndarray) -> np.ndarray:
+        """:meth:`projection_weights` for every row of ``us`` (``(m, T)``).
+
+        The non-negative least squares and their polish run in the compiled solver
+        (csrc/cpu/nnls.cpp, the same steps in C++) when it is built and :data:`USE_EXTENSION`
+        is set; rows it declines (a passive system or a polish that needs SVD least squares)
+        and every row without it run :meth:`_projection_y` here.
+        """
+        w = us.copy()
         if self.live.size == 0:
             return w
-        du = self.d * u[self.live]
+        du = us[:, self.live] * self.d
+        ys = np.zeros((us.shape[0], self.live.size))
+        done = np.zeros(us.shape[0], dtype=bool)
+        solver = _extension_solver() if USE_EXTENSION else None
+        if solver is not None:
+            if _RIDGE not in self._ridged:
+                self._ridged[_RIDGE] = self.rtr + _RIDGE * np.eye(self.live.size)
+            y_t, ok_t = solver(
+                torch.from_numpy(self.r),
+                torch.from_numpy(self.rtr),
+                torch.from_numpy(self._ridged[_RIDGE]),
+                torch.from_numpy(-(du @ self.r.T)),
+                _RIDGE,
+                self.well_conditioned,
+                _POLISH_RCOND,
+                10 * self.live.size + 50,
+            )
+            ys, done = y_t.numpy(), ok_t.numpy()
+        for i in np.flatnonzero(~done):
+            ys[i] = self._projection_y(du[i])
+        w[:, self.live] = ((du + ys) @ self.basis) @ self.basis.T / self.d
+        return w
+
+    def _projection_y(self, du: np.ndarray) -> np.ndarray:
+        """The y* of one projection (``du`` = D u on the live coordinates), in numpy."""
         b = -(self.r @ du)
         y = self.nnls(b, None, _RIDGE)
         passive = np.flatnonzero(y > 0)
@@ -315,8 +350,22 @@ class _Factored:
             if bool((sol > 0).all()):
                 y = np.zeros_like(y)
                 y[passive] = sol
-        w[self.live] = (self.basis @ (self.basis.T @ (du + y))) / self.d
-        return w
+        return y
+
+
+#: Whether the projections may use the compiled solver (tests switch it off to compare).
+USE_EXTENSION = True
+_SOLVER: list[Callable[..., tuple[Tensor, Tensor]] | None] = []  # looked up once
+
+
+def _extension_solver() -> Callable[..., tuple[Tensor, Tensor]] | None:
+    """``gradsurg._C.dual_cone_nnls`` if the extension is built (and has it), else None."""
+    if not _SOLVER:
+        from ..kernels.cpp import _EXT
+
+        module = _EXT.load()
+        _SOLVER.append(getattr(module, "dual_cone_nnls", None) if module is not None else None)
+    return _SOLVER[0]
 
 
 def _np(t: Tensor) -> np.ndarray:
@@ -381,6 +430,4 @@ def dual_cone_weights(gram: Tensor, u: Tensor, reg_eps: float = 0.0) -> Tensor:
 
 def dual_cone_weights_many(gram: Tensor, us: Tensor, reg_eps: float = 0.0) -> Tensor:
     """:func:`dual_cone_weights` for the rows of ``us`` (``(m, T)``), factoring G once."""
-    fac = _Factored(_regularised(_np(gram), reg_eps))
-    u_np = _np(us)
-    return torch.from_numpy(np.stack([fac.projection_weights(u) for u in u_np]))
+    return torch.from_numpy(_Factored(_regularised(_np(gram), reg_eps)).projection_weights_many(_np(us)))
