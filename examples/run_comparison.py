@@ -3,8 +3,9 @@
 
 Trains, with the same data subsets, steps, batch size and seeds, each row of :func:`rows`:
 every task alone (the single-task baselines), the multi-task ``sum`` and ``mean`` of the losses,
-the surgery methods (pcgrad, cagrad, mgda, upgrad, nash_mtl, famo, cosreg) and two cheaper
-variants (task weights refreshed every 4 steps) — each row a subprocess of
+the surgery methods (pcgrad, cagrad, mgda, upgrad, nash_mtl, famo, cosreg), two cheaper
+variants (task weights refreshed every 4 steps) and representation-level MGDA (``--features``)
+— each row a subprocess of
 ``python -m examples.train_glue_summarization`` — then tabulates per-task metrics (accuracy;
 F1 too for MRPC; ROUGE-1/2/L), Δm% against the single-task rows (:mod:`examples.mtl.aggregate`),
 seconds per step and peak memory, as mean ± sample std over seeds, and the paired differences
@@ -59,6 +60,9 @@ MULTI_TASK_ROWS = (
     ("multi-task cosreg (arXiv:2412.06249)", ["--method", "cosreg"]),
     ("multi-task pcgrad, refresh every 4", ["--method", "pcgrad", "--refresh-every", "4"]),
     ("multi-task upgrad, refresh every 4", ["--method", "upgrad", "--refresh-every", "4"]),
+    # Representation level (MGDA-UB): the tasks' rows are disjoint, so the task gradients of the
+    # shared representation are orthogonal; MGDA then weighs the tasks by 1/||g_t||².
+    ("multi-task mgda, features", ["--method", "mgda", "--features"]),
 )
 
 #: The row the paired differences are taken from.
@@ -145,8 +149,10 @@ def collect(label: str, flags: list[str], args: argparse.Namespace) -> list[dict
         if (out / "metrics.json").is_file() and (out / "runner.json").is_file():
             result = load(out, label, flags)
             config = result["metrics"]["config"]
-            if (config["steps"], config["max_eval"], config["batch_size"]) != (args.steps, args.max_eval, args.batch_size):
-                raise SystemExit(f"--collect: {out} was trained with another budget than this call's")
+            glue, summarization = SETUPS[args.setup]
+            budget = (config["steps"], config["max_eval"], config["batch_size"], config["glue"], config["summarization"])
+            if budget != (args.steps, args.max_eval, args.batch_size, list(glue), summarization):
+                raise SystemExit(f"--collect: {out} was trained with another budget or setup than this call's")
             found.append(result)
     return found
 

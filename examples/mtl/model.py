@@ -1,11 +1,13 @@
 """The shared backbone, the task heads and the per-task losses.
 
 One Hugging Face causal LM is shared by all tasks. GLUE tasks read it through a linear
-classification head on a pooled last hidden state: with ``pooling="last"`` (the script's
-default) the hidden state of the **last non-pad token**, as transformers' ``*ForSequenceClassification`` models do
-(in a causal decoder only that token has seen the whole input); ``pooling="mean"`` averages
-over the non-pad tokens instead. The summarization task uses the model's own LM head with
-teacher forcing.
+classification head on a pooled last hidden state: the mean over the non-pad tokens
+(``pooling="mean"``, the default), or the hidden state of the **last non-pad token**
+(``pooling="last"``), as transformers' ``*ForSequenceClassification`` models do (in a causal
+decoder only that token has seen the whole input). Mean pooling is the default because it
+learned faster in the short SmolLM2 runs measured on held-out *training* rows of SST-2
+(60 steps of 8 rows, seed 0: 71.0% vs 62.5% on 200 rows; never the validation rows). The
+summarization task uses the model's own LM head with teacher forcing.
 
 With LoRA (default) only the adapters (``--lora-r``/``--lora-alpha`` on ``q_proj``/``v_proj``)
 and the heads train; these adapters are the *shared* parameters gradsurg operates on. With
@@ -151,9 +153,7 @@ class MultiTaskModel(nn.Module):
     Args:
         lm: the Hugging Face causal LM (already wrapped by ``peft`` when LoRA is used).
         glue_tasks: ``{task: num_labels}``.
-        pooling: ``"last"`` or ``"mean"`` (see :meth:`pooled`); the default stays ``"mean"``,
-            what earlier code built (``benchmarks/compare_llm.py``); the script's ``--pooling``
-            chooses for its runs.
+        pooling: ``"mean"`` (default) or ``"last"`` (see :meth:`pool`).
     """
 
     #: The pooling choices of :meth:`pooled`.
