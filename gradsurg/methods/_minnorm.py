@@ -50,11 +50,12 @@ under 1 ms (``python -m benchmarks.solves``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from . import _compiled
 
 __all__ = ["min_norm_weights", "min_norm_weights_np"]
 
@@ -191,32 +192,15 @@ def _affine_solve(gram: np.ndarray, corral: list[int], norms: np.ndarray) -> tup
     return v / v.sum(), sys.linv is not None
 
 
-#: Whether :func:`min_norm_weights_np` may use the compiled solver (tests switch it off to compare).
-USE_EXTENSION = True
-
-
-_SOLVER: list[Callable[..., Tensor] | None] = []  # looked up once
-
-
-def _extension_solver() -> Callable[..., Tensor] | None:
-    """``gradsurg._C.min_norm_weights`` if the extension is built (and has it), else None."""
-    if not _SOLVER:
-        from ..kernels.cpp import _EXT
-
-        module = _EXT.load()
-        _SOLVER.append(getattr(module, "min_norm_weights", None) if module is not None else None)
-    return _SOLVER[0]
-
-
 def min_norm_weights_np(gram: np.ndarray, max_iter: int | None = None, start: np.ndarray | None = None) -> np.ndarray:
     """:func:`min_norm_weights` on a float64 numpy array.
 
     Runs the compiled twin of this solver (csrc/cpu/minnorm.cpp, the same steps in C++, ~40×
-    faster at T = 16) when the extension is built and :data:`USE_EXTENSION` is set; it declines
+    faster at T = 16) when the extension is built (see :mod:`._compiled`); it declines
     (and this numpy solver runs) for T ≤ 2 and whenever a corral's system is not safely
     non-singular, the case that needs SVD least squares.
     """
-    solver = _extension_solver() if USE_EXTENSION else None
+    solver = _compiled.solver("min_norm_weights")
     if solver is not None:
         out = solver(
             torch.from_numpy(gram), max_iter or 50 * gram.shape[0], None if start is None else torch.from_numpy(start)

@@ -61,11 +61,11 @@ projection R_P y_P is computed stably.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 from torch import Tensor
+
+from . import _compiled
 
 __all__ = ["dual_cone_weights", "dual_cone_weights_many", "nonneg_qp"]
 
@@ -308,8 +308,8 @@ class _Factored:
         """:meth:`projection_weights` for every row of ``us`` (``(m, T)``).
 
         The non-negative least squares and their polish run in the compiled solver
-        (csrc/cpu/nnls.cpp, the same steps in C++) when it is built and :data:`USE_EXTENSION`
-        is set; rows it declines (a passive system or a polish that needs SVD least squares)
+        (csrc/cpu/nnls.cpp, the same steps in C++) when it is built (see :mod:`._compiled`);
+        rows it declines (a passive system or a polish that needs SVD least squares)
         and every row without it run :meth:`_projection_y` here.
         """
         w = us.copy()
@@ -318,7 +318,7 @@ class _Factored:
         du = us[:, self.live] * self.d
         ys = np.zeros((us.shape[0], self.live.size))
         done = np.zeros(us.shape[0], dtype=bool)
-        solver = _extension_solver() if USE_EXTENSION else None
+        solver = _compiled.solver("dual_cone_nnls")
         if solver is not None:
             if _RIDGE not in self._ridged:
                 self._ridged[_RIDGE] = self.rtr + _RIDGE * np.eye(self.live.size)
@@ -351,21 +351,6 @@ class _Factored:
                 y = np.zeros_like(y)
                 y[passive] = sol
         return y
-
-
-#: Whether the projections may use the compiled solver (tests switch it off to compare).
-USE_EXTENSION = True
-_SOLVER: list[Callable[..., tuple[Tensor, Tensor]] | None] = []  # looked up once
-
-
-def _extension_solver() -> Callable[..., tuple[Tensor, Tensor]] | None:
-    """``gradsurg._C.dual_cone_nnls`` if the extension is built (and has it), else None."""
-    if not _SOLVER:
-        from ..kernels.cpp import _EXT
-
-        module = _EXT.load()
-        _SOLVER.append(getattr(module, "dual_cone_nnls", None) if module is not None else None)
-    return _SOLVER[0]
 
 
 def _np(t: Tensor) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import _compiled
 from ._seeded import Seeded
 from .base import GramMethod
 from .pcgrad import random_orders
@@ -40,6 +41,9 @@ def gradvac_weights(gram: Tensor, order: Tensor, rho: Tensor, beta: float) -> tu
     Returns:
         ``(w, new_rho)`` with ``w @ J = Σ_i g_i^PC``; ``rho`` is not modified.
 
+    Runs in C++ (csrc/cpu/surgery.cpp, the same visits) when the extension is built, else
+    in numpy (see :mod:`._compiled`); the two are cross-checked in the tests.
+
     Cosines with a zero gradient count as 0 and never trigger a correction against it. So does a
     g_i^PC cancelled to rounding level (e.g. corrected against g_j = −g_i): its squared norm
     ‖C_i‖_G² is then below 1e3·T·eps·(Σ_k |C_ik| ‖g_k‖)², its direction is rounding noise, and a
@@ -47,6 +51,10 @@ def gradvac_weights(gram: Tensor, order: Tensor, rho: Tensor, beta: float) -> tu
     the gradients). A target φ̂ = 1 (exact alignment, which no multiple of g_j can reach)
     triggers no correction either.
     """
+    compiled = _compiled.solver("gradvac_weights")
+    if compiled is not None:  # csrc/cpu/surgery.cpp: the same visits in C++
+        w, new_rho = compiled(gram.detach(), order.detach(), rho.detach(), float(beta))
+        return w, new_rho
     g = gram.detach().to(device="cpu", dtype=torch.float64).numpy()
     order_np = order.detach().cpu().numpy()
     rho_np = rho.detach().to(device="cpu", dtype=torch.float64).numpy().copy()

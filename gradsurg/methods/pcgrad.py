@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import _compiled
 from ._seeded import Seeded
 from .base import GramMethod
 
@@ -44,9 +45,15 @@ def pcgrad_weights(gram: Tensor, order: Tensor) -> Tensor:
     Returns:
         ``w`` of shape ``(T,)`` with ``w @ J = Σ_i g_i^PC``.
 
+    Runs in C++ (csrc/cpu/surgery.cpp, the same visits) when the extension is built, else
+    in numpy (see :mod:`._compiled`); the two are cross-checked in the tests.
+
     A task whose gradient is zero is never projected on (the projection is undefined and its
     inner product with anything is 0, so PCGrad would not project anyway).
     """
+    compiled = _compiled.solver("pcgrad_weights")
+    if compiled is not None:  # csrc/cpu/surgery.cpp: the same visits in C++
+        return compiled(gram.detach(), order.detach())
     g = gram.detach().to(device="cpu", dtype=torch.float64).numpy()
     order_np = order.detach().cpu().numpy()
     num_tasks = g.shape[0]

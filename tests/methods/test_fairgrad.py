@@ -76,3 +76,24 @@ def test_end_to_end():
         return d, 1e-8 * float(np.linalg.norm(d))
 
     check_end_to_end("fairgrad", expected)
+
+
+@pytest.mark.parametrize("T", [2, 3, 5, 16, 64])
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 3.0])
+def test_compiled_and_numpy_fairgrad_agree(T, alpha, monkeypatch):
+    # csrc/cpu/fairgrad.cpp follows _solve's Newton steps; both solve to a relative residual
+    # of 1e-13, so the weights agree to ~1e-11 (the Hessian's conditioning).
+    from gradsurg.methods import _compiled
+
+    if _compiled.solver("fairgrad_solve") is None:
+        pytest.skip("gradsurg._C (with fairgrad_solve) is not built")
+    gen = torch.Generator().manual_seed(T)
+    J = torch.randn(T, 3 * T, generator=gen, dtype=F64)
+    J[0] *= 1e3
+    G = J @ J.T
+    out = fairgrad_weights(G, alpha)
+    # the solver's own criterion: residual relative to the largest side (norms differ by 1e3)
+    side = float(out.pow(-1.0 / alpha).max())
+    torch.testing.assert_close(G @ out, out.pow(-1.0 / alpha), rtol=0.0, atol=1e-12 * side)
+    monkeypatch.setattr(_compiled, "ENABLED", False)
+    torch.testing.assert_close(out, fairgrad_weights(G, alpha), rtol=1e-10, atol=0.0)

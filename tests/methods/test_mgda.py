@@ -92,9 +92,9 @@ def test_weights_scale_invariant(J, e, mantissa):
 
 
 def _compiled_min_norm():
-    from gradsurg.methods import _minnorm
+    from gradsurg.methods import _compiled
 
-    solver = _minnorm._extension_solver()
+    solver = _compiled.solver("min_norm_weights")
     if solver is None:
         pytest.skip("gradsurg._C (with min_norm_weights) is not built")
     return solver

@@ -83,15 +83,15 @@ def test_compiled_and_numpy_projections_agree(index, compare, monkeypatch):
     # least squares, which then run in numpy anyway. The projections Jᵀw must agree to rounding.
     import torch
 
-    from gradsurg.methods import _qp
+    from gradsurg.methods import _compiled
     from gradsurg.methods.dualproj import dualproj_weights
 
-    if _qp._extension_solver() is None:
+    if _compiled.solver("dual_cone_nnls") is None:
         pytest.skip("gradsurg._C (with dual_cone_nnls) is not built")
     G = _dual_cone_grams()[index]
     fn = upgrad_weights if compare == "upgrad" else dualproj_weights
     out = fn(G)
-    monkeypatch.setattr(_qp, "USE_EXTENSION", False)
+    monkeypatch.setattr(_compiled, "ENABLED", False)
     ref = fn(G)
     diff = out - ref
     norms = G.diagonal().clamp(min=0).sqrt()
