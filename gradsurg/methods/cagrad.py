@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._minnorm import min_norm_weights, min_norm_weights_np
+from ._minnorm import min_norm_weights_np
 from ._qp import dual_cone_weights
 from .base import GramMethod
 
@@ -156,10 +156,11 @@ def cagrad_weights(gram: Tensor, c: float, rescale: int = 1) -> Tensor:
         warm[:] = [w]
         return w, n, scale
 
-    x_w = min_norm_weights(g)
+    x_np = min_norm_weights_np(g_np)
+    x_w = torch.from_numpy(x_np)
     warm.append(x_w)
-    x_norm = float((x_w @ g @ x_w).clamp(min=0.0).sqrt())
-    x_scale = float(x_w @ g.diagonal().clamp(min=0.0).sqrt())
+    x_norm = max(float(x_np @ g_np @ x_np), 0.0) ** 0.5
+    x_scale = float(x_np @ roots)
     hi = 1.0 / radius  # ‖g_w‖ ≤ max‖g_t‖ = 1, so the gap is ≤ 0 there
     if x_norm > _ZERO_NORM * x_scale:
         lo = x_norm / radius  # the gap is ≥ 0 there (see the module docstring)
@@ -215,14 +216,15 @@ def cagrad_weights(gram: Tensor, c: float, rescale: int = 1) -> Tensor:
                     f_lo /= 2
                 side = -1
     else:
-        scale = float(w @ g.diagonal().clamp(min=0.0).sqrt())
+        scale = float(w.numpy() @ roots)
     if not norm > _ZERO_NORM * scale:
         return at_zero(None, 0.0)
     d = formula(w, norm)
-    norms = g.diagonal().clamp(min=0.0).sqrt()
-    d_norm = float((d @ g @ d).clamp(min=0.0).sqrt())
-    live = norms > 0
-    if float(((g @ d)[live] / norms[live]).min()) < -_CONFLICT_TOL * d_norm:
+    d_np = d.numpy()
+    gd = g_np @ d_np
+    d_norm = max(float(d_np @ gd), 0.0) ** 0.5
+    live = roots > 0
+    if float((gd[live] / roots[live]).min()) < -_CONFLICT_TOL * d_norm:
         # A negative max-min value where π_C(g0) (value ≥ 0) is feasible can only be rounding in
         # a g_w* resolved from G to a few digits (see the module docstring): keep the better.
         v = dual_cone_weights(g, mean)
