@@ -1,6 +1,6 @@
 """Milliseconds per ``GramMethod.weights`` call, for every registered Gram method and task count.
 
-    python -m benchmarks.solves [--ts 4,16,64] [--methods mgda,upgrad] [--budget 0.3]
+    python -m benchmarks.solves [--ts 4,16,64] [--methods mgda,upgrad] [--budget 0.3] [--no-compiled]
 
 Each method solves its T×T problem on a fixed random Gram matrix: J of shape (T, 200), float64,
 standard normal, with its first T/2 rows scaled by −0.3 (so half the tasks conflict with the other
@@ -13,6 +13,10 @@ Timing is *process* CPU time (``time.process_time``) of a single thread
 wall-clock time measures the neighbours. One warm-up call, then as many calls as fit in
 ``--budget`` seconds (at most 200); stateful methods are reset before the warm-up only, so they
 time their steady state (GradVac's targets, Nash-MTL's step counter).
+
+The solvers of mgda, sdmgrad, cagrad, nash_mtl, fairgrad (Wolfe's min-norm point, FairGrad's
+Newton), upgrad, dualproj (the dual-cone NNLS), pcgrad and gradvac run in C++ when
+``gradsurg._C`` is built; ``--no-compiled`` times their numpy code, the path without it.
 
 The table marks each entry against the targets of issue 14 (≤ 1 ms at T = 16, ≤ 50 ms at
 T = 64): ``ok`` or ``MISS``; other T are shown unmarked.
@@ -110,8 +114,15 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--ts", default="4,16,64", help="comma-separated task counts")
     parser.add_argument("--methods", default="", help="comma-separated method names (default: all)")
     parser.add_argument("--budget", type=float, default=0.3, help="process seconds per entry")
+    parser.add_argument(
+        "--no-compiled", action="store_true", help="time the numpy solvers (as without gradsurg._C)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.no_compiled:
+        from gradsurg.methods import _compiled
+
+        _compiled.ENABLED = False
     ts = [int(t) for t in args.ts.split(",") if t]
     names = [n for n in args.methods.split(",") if n] or None
     text = format_table(table(ts, names, args.budget), ts)
