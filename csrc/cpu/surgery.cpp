@@ -63,14 +63,12 @@ std::tuple<at::Tensor, at::Tensor> gradvac_weights(const at::Tensor& gram_in, co
   for (int64_t i = 0; i < num; ++i) {
     std::fill(coef.begin(), coef.end(), 0.0);
     coef[i] = 1.0;
+    // (C G)_i·, kept up to date as C_i changes (one entry per correction: O(T) instead of the
+    // O(T²) product per visit, so O(T³) per call; it differs from the product at rounding level)
+    for (int64_t c = 0; c < num; ++c) cg[c] = g[i * num + c];
     for (int64_t r = 0; r < num; ++r) {
       const int64_t j = ord[i * num + r];
       double dot = 0.0, norm2 = 0.0, reach = 0.0;
-      for (int64_t c = 0; c < num; ++c) {
-        double s = 0.0;  // (C G)_ic
-        for (int64_t k = 0; k < num; ++k) s += coef[k] * g[k * num + c];
-        cg[c] = s;
-      }
       for (int64_t k = 0; k < num; ++k) {
         dot += coef[k] * g[j * num + k];
         norm2 += cg[k] * coef[k];
@@ -86,7 +84,9 @@ std::tuple<at::Tensor, at::Tensor> gradvac_weights(const at::Tensor& gram_in, co
       const bool active = j != i;
       if (active && phi < target && norm_j > 0 && sin_target > 0) {
         const double sin_phi = std::sqrt(std::max(1.0 - phi * phi, 0.0));
-        coef[j] += norm_i * (target * sin_phi - phi * sin_target) / (norm_j * sin_target);
+        const double step = norm_i * (target * sin_phi - phi * sin_target) / (norm_j * sin_target);
+        coef[j] += step;
+        for (int64_t c = 0; c < num; ++c) cg[c] += step * g[j * num + c];
       }
       if (active) rh[i * num + j] = (1.0 - beta) * target + beta * phi;
     }
