@@ -86,7 +86,8 @@ def plot_runs_loss(runs: dict[str, dict[str, list[tuple[int, float]]]], path: Pa
         for i, (label, series) in enumerate(runs.items()):
             if series.get(task):
                 s, v = zip(*series[task])
-                ax.plot(s, _smooth(list(v), window), color=f"C{i}", lw=1.5, label=label)
+                # Dashed over solid: runs that barely differ still show both lines.
+                ax.plot(s, _smooth(list(v), window), color=f"C{i}", lw=2.5 - i, ls="-" if i == 0 else "--", label=label)
         ax.set_title(f"{task}: train loss (mean of {window} steps)")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -37,6 +37,7 @@ def test_demo_runs_method_and_baseline_side_by_side(tmp_path, capsys):
     for line in ("| sst2 | accuracy |", "| aeslc | rouge1 |", "| aeslc | rougeL |", "| all | s / step |"):
         assert line in printed, line
     assert (out / "comparison.md").read_text().startswith("| task | metric | pcgrad | sum |")
+    assert "pcgrad: cosine sst2/aeslc in [" in printed and "negative on" in printed
 
 
 def test_demo_refuses_the_same_method_twice(capsys):
