@@ -53,7 +53,12 @@ def test_last_token_pooling_ignores_padding():
 
 @pytest.mark.parametrize(
     "extra",
-    [["--method", "mgda", "--features"], ["--method", "pcgrad", "--refresh-every", "2"], ["--method", "pcgrad", "--amp", "bf16"]],
+    [
+        ["--method", "mgda", "--features"],
+        ["--method", "pcgrad", "--refresh-every", "2"],
+        ["--method", "pcgrad", "--amp", "bf16"],
+        ["--method", "pcgrad", "--amp", "fp16", "--grad-accum", "2"],  # GradSurgery(scaler=) + sync=False
+    ],
 )
 def test_library_feature_flags_train(extra, tmp_path):
     from examples import train_glue_summarization as script
