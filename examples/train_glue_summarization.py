@@ -41,8 +41,8 @@ Notes on choices:
   weigh a whole batch's losses before any gradient exists, run on each micro-batch and their
   gradients add up.
 - ``--pooling mean`` (default) classifies from the mean hidden state over the input; ``last``
-  from the last non-pad token's, as transformers' ``*ForSequenceClassification`` does (mean
-  learned faster in short SmolLM2 runs judged on held-out training rows: see mtl/model.py).
+  from the last non-pad token's, as transformers' ``*ForSequenceClassification`` does (the two
+  tie in short SmolLM2 runs judged on held-out training rows: see mtl/model.py).
 - ``--eval-split heldout-train`` evaluates on training rows left out of ``--max-train``: for
   choices that must not see the validation rows.
 - Resume is exact: the batch order is a pure function of (seed, task, step), the checkpoint
