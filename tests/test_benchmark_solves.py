@@ -5,14 +5,6 @@ the machine running the tests is shared."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-try:
-    import benchmarks  # noqa: F401
-except ImportError:  # plain `pytest` does not put the repository root on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from benchmarks import solves
 from gradsurg.methods.base import GramMethod
 from gradsurg.methods.registry import available_methods, get_method

@@ -19,11 +19,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-try:
-    import benchmarks  # noqa: F401
-except ImportError:  # plain `pytest` does not put the repository root on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from benchmarks import gpu_check
 from gradsurg.kernels import cpp, reference
 
