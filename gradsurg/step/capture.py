@@ -12,6 +12,7 @@ from torch import Tensor
 from ..buffer import SharedBuffers
 from ..kernels import reference
 from .batching import TaskBatching
+from .nonfinite import all_finite
 from .plan import StepPlan
 
 if TYPE_CHECKING:
@@ -102,17 +103,17 @@ def capture_task_gradients(
                 check_dense(name, k, g)
         grads = plan.localize(plan.reached[t], grads)
         row: list[Tensor | None] = [None] * len(slot)
-        task_flags = []
+        task_specific: list[Tensor] = []
         for k, g in zip(plan.reached[t], grads):
             if g is None:
                 continue
             if k in slot:
                 row[slot[k]] = g
             else:
-                task_flags.append(torch.isfinite(g).all())
+                task_specific.append(g)
                 previous = captured.specific.get(k)
                 captured.specific[k] = g if previous is None else previous + g
-        flags.append(torch.stack(task_flags).all() if task_flags else loss.new_ones((), dtype=torch.bool))
+        flags.append(all_finite(task_specific).to(loss.device) if task_specific else loss.new_ones((), dtype=torch.bool))
         if buffers is not None:
             for group, part, backend in zip(buffers.groups, buffers.split(row), kernels):
                 if accumulate:

@@ -20,7 +20,7 @@ from ..methods.base import DoubleBackwardMethod, GramMethod, LossWeighting, Matr
 from ..stats import SurgeryStats, make_stats
 from .capture import Captured, capture_task_gradients, check_dense
 from .gram import HostView, gram_parts, to_host
-from .nonfinite import nonfinite_tasks
+from .nonfinite import all_finite, nonfinite_tasks
 from .plan import StepPlan
 from .write import combine_upcast, write_shared, write_shared_subset, write_specific
 
@@ -358,11 +358,8 @@ class LossPath:
         specific = self.adjust(plan, specific)
         if reducer.averages_gradients:
             reducer.mean_([*specific.values(), *fresh_grads])
-        flags = [torch.isfinite(g).all() for g in [*specific.values(), *fresh_grads]]
         scale = surgery._scale(plan.num_tasks)
-        everywhere_finite = reducer.agree(
-            torch.stack(flags).all().reshape(1).cpu() if flags else torch.ones(1, dtype=torch.bool)
-        )
+        everywhere_finite = reducer.agree(all_finite([*specific.values(), *fresh_grads]).reshape(1).cpu())
         if not bool(everywhere_finite.all()):
             # Name the tasks whose gradient norm is non-finite; if none is, the objective itself
             # overflowed and every task is named.
@@ -447,7 +444,6 @@ class RepresentationPath:
         up = set(upstream)
         rows: list[Tensor] = []
         specific: dict[int, Tensor] = {}
-        flags: list[Tensor] = []
         for t, loss in enumerate(plan.scalars):
             own = [k for k in plan.reached[t] if k not in up]
             grads = torch.autograd.grad(
@@ -458,13 +454,12 @@ class RepresentationPath:
             for k, g in zip(own, grads[1:]):
                 if g is not None:
                     check_dense(plan.names[t], k, g)
-                    flags.append(torch.isfinite(g).all())
                     specific[k] = g if k not in specific else specific[k] + g
         matrix = torch.stack(rows)
         kernels = surgery._kernels_for(matrix.device)
         losses = torch.stack([v.detach().to(torch.float64) for v in plan.scalars])
         host = to_host(losses, [kernels.gram(matrix)], None, surgery._inv_scale())
-        if flags and not bool(torch.stack(flags).all()):
+        if specific and not bool(all_finite(specific.values())):
             host = replace(host, finite=torch.zeros_like(host.finite))
         bad = nonfinite_tasks(plan.names, host.finite, surgery.nonfinite)
         backend = kernels.name
@@ -479,6 +474,13 @@ class RepresentationPath:
         trunk = torch.autograd.grad(
             h, plan.targets(upstream), grad_outputs=combined, retain_graph=plan.retain_graph, allow_unused=True
         )
+        if not bool(all_finite(g for g in trunk if g is not None)):
+            # The representation's gradients were finite but the trunk's overflowed: every task
+            # is named, nothing is written.
+            bad = nonfinite_tasks(plan.names, torch.zeros(plan.num_tasks, dtype=torch.bool), surgery.nonfinite)
+            return make_stats(
+                plan.names, host.losses, host.gram, None, method=name, backend=backend, nonfinite_tasks=bad
+            )
         write_specific(plan.params, {k: g for k, g in zip(upstream, trunk) if g is not None}, 1.0)
         write_specific(plan.params, specific, scale)
         return make_stats(plan.names, host.losses, host.gram, weights, method=name, backend=backend)

@@ -76,3 +76,24 @@ def test_features_must_come_after_every_shared_parameter(make_model):
     with pytest.raises(ValueError, match="features: 2 shared parameter"):
         opt.backward(losses, features=h)
     assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("policy", ["raise", "skip"])
+def test_a_trunk_gradient_that_overflows_is_a_nonfinite_step(policy):
+    # dL/dh is finite (1e10) but dL/dW = x·dL/dh overflows float32: nothing may be written.
+    w = torch.nn.Parameter(torch.tensor([1e-30]))
+    heads = torch.nn.ModuleList(torch.nn.Linear(1, 1) for _ in range(2))
+    with torch.no_grad():
+        for head in heads:
+            head.weight.fill_(1.0)
+            head.bias.zero_()
+    x = torch.tensor([[3e38]])
+    h = w * x
+    losses = [head(h).sum() * 1e10 for head in heads]
+    opt = GradSurgery(torch.optim.SGD([w, *heads.parameters()], lr=0.1), method="mgda", nonfinite=policy)
+    if policy == "raise":
+        with pytest.raises(FloatingPointError, match="non-finite gradients for task"):
+            opt.backward(losses, features=h)
+    else:
+        assert opt.backward(losses, features=h).skipped
+    assert w.grad is None and all(p.grad is None for p in heads.parameters())

@@ -155,3 +155,15 @@ def test_a_method_of_no_known_kind_is_refused():
 
     with pytest.raises(TypeError, match="method: Odd is of no known kind"):
         path_for(Odd())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), None])
+def test_all_finite_sees_every_kind_of_nonfinite_value(dtype, bad):
+    from gradsurg.step.nonfinite import all_finite
+
+    tensors = [torch.randn(4, 3).to(dtype), torch.empty(0, dtype=dtype), torch.randn(7).to(dtype)]
+    if bad is not None:
+        tensors[2][5] = bad
+    assert bool(all_finite(tensors)) is (bad is None)
+    assert bool(all_finite([]))
