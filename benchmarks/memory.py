@@ -203,6 +203,11 @@ def measure(section: str, spec: dict, timeout: float = 600.0) -> dict:
         RuntimeError: the subprocess failed (its stderr's last lines are in the message).
     """
     env = dict(os.environ)
+    # A fixed mmap threshold: glibc then maps every large tensor on its own and unmaps it when
+    # freed, so resident memory follows the live tensors. With its default (a threshold that
+    # grows after each large free) freed tensors stay in the heap and the peak wanders by
+    # ±20 MiB from run to run on the same case.
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.memory", section, json.dumps(spec)],
