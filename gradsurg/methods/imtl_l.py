@@ -24,17 +24,15 @@ picks their starting value). The objective is the same formula.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .base import LossWeighting
+from ._task_parameters import TaskParameterWeighting
 
 __all__ = ["IMTLL"]
 
 
-class IMTLL(LossWeighting):
+class IMTLL(TaskParameterWeighting):
     """IMTL-L: ``Σ_t (e^{s_t} L_t − s_t)`` with learnable log-scales ``s`` (an ``nn.Parameter`` of
     shape ``(num_tasks,)``, added to the wrapped optimizer by :class:`~gradsurg.GradSurgery` at
     construction, which is why ``num_tasks`` is required up front).
@@ -45,42 +43,13 @@ class IMTLL(LossWeighting):
     """
 
     name = "imtl_l"
-    needs = frozenset({"num_tasks"})
-    permutation_invariant = True
-    tied_to_num_tasks = True
-
-    def __init__(self, num_tasks: int | None = None, init: float = 0.0) -> None:
-        super().__init__()
-        if num_tasks is None:
-            raise ValueError("num_tasks: imtl_l needs the number of tasks (its log-scales are parameters "
-                             "the optimizer must know at construction), e.g. IMTLL(num_tasks=3)")
-        if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-            raise ValueError(f"num_tasks: must be an int >= 1, got {num_tasks!r}")
-        if isinstance(init, bool) or not isinstance(init, (int, float)) or not abs(init) < float("inf"):
-            raise ValueError(f"init: must be a finite number, got {init!r}")
-        self.log_scales = nn.Parameter(torch.full((num_tasks,), float(init)))
-        self._num_tasks = num_tasks
-
-    def check_num_tasks(self, num_tasks: int) -> None:
-        """Refuse losses whose count differs from the number of scales."""
-        if num_tasks != self.log_scales.numel():
-            raise ValueError(f"losses: imtl_l was built for {self.log_scales.numel()} tasks; got {num_tasks}")
+    parameter_name = "log_scales"
+    parameter_what = "log-scales"
 
     def objective(self, losses: Tensor) -> Tensor:
         """``Σ_t (e^{s_t} L_t − s_t)`` (graph through the losses and the log-scales)."""
         losses = losses.reshape(-1)
         self.check_num_tasks(losses.numel())
-        s = self.log_scales.to(device=losses.device, dtype=losses.dtype)
-        self.last_weights = torch.exp(self.log_scales.detach()).to(device="cpu", dtype=torch.float64)
+        s = self.task_parameter.to(device=losses.device, dtype=losses.dtype)
+        self.last_weights = torch.exp(self.task_parameter.detach()).to(device="cpu", dtype=torch.float64)
         return (torch.exp(s) * losses - s).sum()
-
-    def reset(self) -> None:
-        """Nothing to forget: the log-scales are parameters (re-initialise them yourself)."""
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore the base state; the task count is the number of scales."""
-        super().set_extra_state(state)
-        self._num_tasks = self.log_scales.numel()
-
-    def extra_repr(self) -> str:
-        return f"num_tasks={self.log_scales.numel()}"

@@ -15,14 +15,14 @@ drives e^{−s_t} towards 1/L_t.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .base import LossWeighting
+from ._task_parameters import TaskParameterWeighting
 
 __all__ = ["UW"]
 
 
-class UW(LossWeighting):
+class UW(TaskParameterWeighting):
     """Uncertainty weighting with learnable log-variances ``s`` (an ``nn.Parameter`` of shape
     ``(num_tasks,)``, trained by the wrapped optimizer: :class:`~gradsurg.GradSurgery` adds it
     as a parameter group at construction, which is why ``num_tasks`` is required up front).
@@ -33,39 +33,12 @@ class UW(LossWeighting):
     """
 
     name = "uw"
-    needs = frozenset({"num_tasks"})
-    permutation_invariant = True
-    tied_to_num_tasks = True
-
-    def __init__(self, num_tasks: int | None = None, init: float = 0.0) -> None:
-        super().__init__()
-        if num_tasks is None:
-            raise ValueError("num_tasks: uw needs the number of tasks (its log-variances are parameters "
-                             "the optimizer must know at construction), e.g. UW(num_tasks=3)")
-        if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-            raise ValueError(f"num_tasks: must be an int >= 1, got {num_tasks!r}")
-        if isinstance(init, bool) or not isinstance(init, (int, float)) or not abs(init) < float("inf"):
-            raise ValueError(f"init: must be a finite number, got {init!r}")
-        self.log_vars = nn.Parameter(torch.full((num_tasks,), float(init)))
-        self._num_tasks = num_tasks
-
-    def check_num_tasks(self, num_tasks: int) -> None:
-        if num_tasks != self.log_vars.numel():
-            raise ValueError(f"losses: uw was built for {self.log_vars.numel()} tasks; got {num_tasks}")
+    parameter_name = "log_vars"
+    parameter_what = "log-variances"
 
     def objective(self, losses: Tensor) -> Tensor:
         losses = losses.reshape(-1)
         self.check_num_tasks(losses.numel())
-        s = self.log_vars.to(device=losses.device, dtype=losses.dtype)
-        self.last_weights = (0.5 * torch.exp(-self.log_vars.detach())).to(device="cpu", dtype=torch.float64)
+        s = self.task_parameter.to(device=losses.device, dtype=losses.dtype)
+        self.last_weights = (0.5 * torch.exp(-self.task_parameter.detach())).to(device="cpu", dtype=torch.float64)
         return (0.5 * torch.exp(-s) * losses + 0.5 * s).sum()
-
-    def reset(self) -> None:
-        """Nothing to forget: the log-variances are parameters (re-initialise them yourself)."""
-
-    def set_extra_state(self, state) -> None:
-        super().set_extra_state(state)
-        self._num_tasks = self.log_vars.numel()
-
-    def extra_repr(self) -> str:
-        return f"num_tasks={self.log_vars.numel()}"
