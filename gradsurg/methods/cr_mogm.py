@@ -30,12 +30,13 @@ from typing import Any
 
 from torch import Tensor
 
+from ._weight_state import WeightStateMethod
 from .base import GramMethod
 
 __all__ = ["CRMOGM"]
 
 
-class CRMOGM(GramMethod):
+class CRMOGM(WeightStateMethod):
     """CR-MOGM: an exponential moving average of a base Gram method's weights.
 
     Args:
@@ -54,8 +55,6 @@ class CRMOGM(GramMethod):
     """
 
     name = "cr_mogm"
-    stateful = True
-    tied_to_num_tasks = True
 
     def __init__(self, base: str | GramMethod = "mgda", alpha: float = 0.9,
                  base_options: Mapping[str, Any] | None = None) -> None:
@@ -87,7 +86,6 @@ class CRMOGM(GramMethod):
         self.alpha = float(alpha)
         # the base's losses pass through (DB-MTL's log-loss scaling, say)
         self.needs_losses = base.needs_losses  # type: ignore[misc]
-        self.lam: Tensor | None = None
 
     def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         if not 0 <= self.alpha <= 1:  # a schedule may have set it
@@ -100,16 +98,6 @@ class CRMOGM(GramMethod):
         """Forget the average and reset the base method."""
         super().reset()
         self.base.reset()
-        self.lam = None
-
-    def get_extra_state(self) -> dict[str, Any]:
-        """The base state plus the averaged weights (the base method saves its own)."""
-        return {**super().get_extra_state(), "lam": None if self.lam is None else self.lam.clone()}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`get_extra_state` saved."""
-        super().set_extra_state(state)
-        self.lam = None if state.get("lam") is None else state["lam"].clone()
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"

@@ -39,12 +39,11 @@ task count may not change without :meth:`MoDo.reset`.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from .base import GramMethod
+from ._weight_state import WeightStateMethod
 
 __all__ = ["MoDo", "project_onto_simplex"]
 
@@ -61,7 +60,7 @@ def project_onto_simplex(y: Tensor) -> Tensor:
     return (shifted - tau).clamp(min=0.0)
 
 
-class MoDo(GramMethod):
+class MoDo(WeightStateMethod):
     """MoDo (Chen et al.): one projected gradient step on λ per call, from λ₀ = 1/T.
 
     Args:
@@ -73,8 +72,6 @@ class MoDo(GramMethod):
 
     name = "modo"
     permutation_invariant = True
-    stateful = True
-    tied_to_num_tasks = True
 
     def __init__(self, gamma: float = 0.1, rho: float = 0.1) -> None:
         super().__init__()
@@ -83,7 +80,6 @@ class MoDo(GramMethod):
         if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 <= rho < math.inf:
             raise ValueError(f"rho: must be a finite number >= 0, got {rho!r}")
         self.gamma, self.rho = float(gamma), float(rho)
-        self.lam: Tensor | None = None
 
     def _weights(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
         num_tasks = gram.shape[0]
@@ -91,20 +87,6 @@ class MoDo(GramMethod):
         # G @ λ, not λᵀ G: with the paper's cross product G = J₁J₂ᵀ this is J₁(J₂ᵀλ)
         self.lam = project_onto_simplex(lam - self.gamma * (gram @ lam + self.rho * lam))
         return self.lam.clone()
-
-    def reset(self) -> None:
-        """λ back to 1/T at the next call."""
-        super().reset()
-        self.lam = None
-
-    def get_extra_state(self) -> dict[str, Any]:
-        """The base state plus λ."""
-        return {**super().get_extra_state(), "lam": None if self.lam is None else self.lam.clone()}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`get_extra_state` saved."""
-        super().set_extra_state(state)
-        self.lam = None if state.get("lam") is None else state["lam"].clone()
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, rho={self.rho}"
