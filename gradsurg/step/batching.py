@@ -50,18 +50,20 @@ class TaskBatching:
         ``plan.targets(plan.reached[t])`` (None where a target is unused)."""
         t = 0
         num_tasks = plan.num_tasks
+        batched = False
         while t < num_tasks:
             stop = min(num_tasks, t + self.chunk) if self.active else t + 1
             if stop - t > 1:
                 rows = self._batched(plan, range(t, stop))
                 if rows is not None:
+                    batched = True
                     yield from zip(range(t, stop), rows)
                     t = stop
                     continue
             yield t, self._single(plan, t)
             t += 1
-        if self.active:
-            self._verified = True
+        if batched and self.active:
+            self._verified = True  # only a step that really ran batched vouches for the model
 
     def _retain(self, plan: StepPlan, last_task: int) -> bool:
         return plan.retain_graph or last_task < plan.num_tasks - 1
