@@ -41,12 +41,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from .base import LossWeighting
+from ._ideal_point import RunningIdealWeighting
 from .cosmos import _preference_vector
 
 __all__ = ["PBI"]
@@ -58,7 +57,7 @@ def _norm(x: Tensor) -> float:
     return 0.0 if top == 0.0 else top * float(torch.linalg.vector_norm(x / top))
 
 
-class PBI(LossWeighting):
+class PBI(RunningIdealWeighting):
     """Penalty-based boundary intersection ``d₁ + θ d₂`` of the loss gaps ``L − z*``.
 
     Args:
@@ -157,21 +156,6 @@ class PBI(LossWeighting):
         self.last_weights = weights
         w = weights.to(device=losses.device, dtype=losses.dtype)
         return (w * (losses - losses.detach())).sum() + value
-
-    def reset(self) -> None:
-        """Forget the running minimum."""
-        super().reset()
-        self.running_min = None
-
-    def get_extra_state(self) -> dict[str, Any]:
-        """The base state plus the running minimum (None unless ``ideal="running_min"``)."""
-        return {**super().get_extra_state(), "running_min": self.running_min}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`get_extra_state` saved."""
-        super().set_extra_state(state)
-        rm = state.get("running_min")
-        self.running_min = None if rm is None else rm.clone()
 
     def extra_repr(self) -> str:
         ideal = self.ideal if self.ideal is None or isinstance(self.ideal, str) else self.ideal.tolist()

@@ -19,17 +19,16 @@ losses by a warm-up nadir estimate; that is not the paper's formula and is not d
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from .base import LossWeighting
+from ._ideal_point import RunningIdealWeighting
 
 __all__ = ["STCH"]
 
 
-class STCH(LossWeighting):
+class STCH(RunningIdealWeighting):
     """Smooth Tchebycheff scalarisation ``μ log Σ_t exp(λ_t (L_t − z_t)/μ)``.
 
     Args:
@@ -73,7 +72,7 @@ class STCH(LossWeighting):
                 raise ValueError(f"preference: expected a sequence of positive numbers, got {preference!r}") from None
             if self.preference.numel() == 0 or not bool((self.preference > 0).all() & torch.isfinite(self.preference).all()):
                 raise ValueError(f"preference: expected positive finite numbers, got {preference!r}")
-        self.running_min: Tensor | None = None
+        self.running_min = None
         # Only the running minimum is state (of size T); a fixed ideal point keeps none.
         self.stateful = self.tied_to_num_tasks = isinstance(self.ideal, str)  # type: ignore[misc]
 
@@ -102,21 +101,6 @@ class STCH(LossWeighting):
             self.running_min = ideal.clone()
             self._num_tasks = num_tasks
         return out
-
-    def reset(self) -> None:
-        """Forget the running minimum."""
-        super().reset()
-        self.running_min = None
-
-    def get_extra_state(self) -> dict[str, Any]:
-        """The base state plus the running minimum (None unless ``ideal="running_min"``)."""
-        return {**super().get_extra_state(), "running_min": self.running_min}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`get_extra_state` saved."""
-        super().set_extra_state(state)
-        rm = state.get("running_min")
-        self.running_min = None if rm is None else rm.clone()
 
     def extra_repr(self) -> str:
         ideal = self.ideal if self.ideal is None or isinstance(self.ideal, str) else self.ideal.tolist()
