@@ -75,7 +75,7 @@ class TaskBatching:
                 loss,
                 plan.targets(plan.reached[t]),
                 grad_outputs=torch.full_like(loss, plan.alphas[t]),
-                retain_graph=self._retain(plan, t) or (not self._verified and self.chunk > 1),
+                retain_graph=self._retain(plan, t) or (not self._verified and self.active),
                 allow_unused=True,
             )
         )
