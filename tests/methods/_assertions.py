@@ -72,3 +72,17 @@ def lib_update(weights_fn, J: np.ndarray, **kw) -> np.ndarray:
     assert w.dtype == F64 and w.shape == (J.shape[0],)
     assert torch.isfinite(w).all(), w
     return (w @ Jt).numpy()
+
+
+def requires_solver(name: str):
+    """Skip marker for the tests that compare a C++ solver of ``gradsurg._C`` with its numpy
+    twin: they need the extension, which ``pip install -e .`` builds only where a C++ compiler
+    is found (the reason says why it is missing here)."""
+    import pytest
+
+    from gradsurg.kernels import cpp
+    from gradsurg.methods import _compiled
+
+    missing = _compiled.solver(name) is None
+    why = cpp.load_error() or f"this build of gradsurg._C has no {name}; rebuild it (pip install -e .)"
+    return pytest.mark.skipif(missing, reason=f"gradsurg._C not built here (needs a C++ compiler at install): {why}")

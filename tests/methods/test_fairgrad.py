@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _assertions import close
+from _assertions import close, requires_solver
 from _families import TS, make_family
 from _models import check_end_to_end
 from textbook.fairgrad import fairgrad
@@ -78,15 +78,13 @@ def test_end_to_end():
     check_end_to_end("fairgrad", expected)
 
 
+@requires_solver("fairgrad_solve")
 @pytest.mark.parametrize("T", [2, 3, 5, 16, 64])
 @pytest.mark.parametrize("alpha", [0.5, 1.0, 3.0])
 def test_compiled_and_numpy_fairgrad_agree(T, alpha, monkeypatch):
     # csrc/cpu/fairgrad.cpp follows _solve's Newton steps; both solve to a relative residual
     # of 1e-13, so the weights agree to ~1e-11 (the Hessian's conditioning).
     from gradsurg.methods import _compiled
-
-    if _compiled.solver("fairgrad_solve") is None:
-        pytest.skip("gradsurg._C (with fairgrad_solve) is not built")
     gen = torch.Generator().manual_seed(T)
     J = torch.randn(T, 3 * T, generator=gen, dtype=F64)
     J[0] *= 1e3

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _assertions import close
+from _assertions import close, requires_solver
 from _families import FAMILIES, TS, all_orders, gram, make_family, random_order, scale_of
 from textbook.gradvac import gradvac
 from textbook.pcgrad import pcgrad
@@ -146,15 +146,13 @@ def test_state_is_positively_homogeneous_with_cancellations():
             close(a, b, 1e-9 * scale_of(J))
 
 
+@requires_solver("gradvac_weights")
 @pytest.mark.parametrize("T,P,ratio", [(2, 3, 0), (4, 6, 0), (16, 200, 0), (64, 200, 0), (20, 10, 0), (16, 200, 15), (6, 4, 30)])
 def test_compiled_and_numpy_gradvac_agree(T, P, ratio, monkeypatch):
     # csrc/cpu/surgery.cpp follows gradvac_weights' visits: over a few steps (targets carried
     # from step to step, as the method does) the updates and targets agree to rounding.
     from gradsurg.methods import _compiled
     from gradsurg.methods.pcgrad import random_orders
-
-    if _compiled.solver("gradvac_weights") is None:
-        pytest.skip("gradsurg._C (with gradvac_weights) is not built")
     gen = torch.Generator().manual_seed(T + P)
     J = torch.randn(T, P, generator=gen, dtype=torch.float64)
     J[: T // 2] *= -0.3

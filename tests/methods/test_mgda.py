@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _assertions import close, lib_weights
+from _assertions import close, lib_weights, requires_solver
 from _families import (
     FAMILIES,
     SETTINGS,
@@ -91,15 +91,6 @@ def test_weights_scale_invariant(J, e, mantissa):
         close(w_k, w, 1e-8 * max(1.0, float(w.abs().max())), "mgda weights")
 
 
-def _compiled_min_norm():
-    from gradsurg.methods import _compiled
-
-    solver = _compiled.solver("min_norm_weights")
-    if solver is None:
-        pytest.skip("gradsurg._C (with min_norm_weights) is not built")
-    return solver
-
-
 def _hard_grams():
     """Gram matrices of the hard inputs of the min-norm solver (norm ratios, cancellation,
     duplicates, T > P), and random ones up to T = 64."""
@@ -120,13 +111,15 @@ def _hard_grams():
     return out
 
 
+@requires_solver("min_norm_weights")
 @pytest.mark.parametrize("index", range(len(_hard_grams())))
 def test_compiled_and_numpy_min_norm_solvers_agree(index):
     # csrc/cpu/minnorm.cpp follows _min_norm_numpy step for step; it declines (empty result)
     # where a corral needs SVD least squares, and then the numpy solver is the answer anyway.
+    from gradsurg.methods import _compiled
     from gradsurg.methods._minnorm import _min_norm_numpy
 
-    solver = _compiled_min_norm()
+    solver = _compiled.solver("min_norm_weights")
     G = _hard_grams()[index]
     ref = torch.from_numpy(_min_norm_numpy(G.numpy()))
     out = solver(G, 50 * G.shape[0], None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _assertions import close
+from _assertions import close, requires_solver
 from _families import (
     FAMILIES,
     SETTINGS,
@@ -161,13 +161,11 @@ def _surgery_cases():
     return cases
 
 
+@requires_solver("pcgrad_weights")
 @pytest.mark.parametrize("index", range(10))
 def test_compiled_and_numpy_pcgrad_agree(index, monkeypatch):
     # csrc/cpu/surgery.cpp follows pcgrad_weights' visits; the updates agree to rounding.
     from gradsurg.methods import _compiled
-
-    if _compiled.solver("pcgrad_weights") is None:
-        pytest.skip("gradsurg._C (with pcgrad_weights) is not built")
     G, order = _surgery_cases()[index]
     out = pcgrad_weights(G, order)
     monkeypatch.setattr(_compiled, "ENABLED", False)

@@ -15,7 +15,7 @@ Tolerances (scale = T·max‖g_t‖):
 from __future__ import annotations
 
 import pytest
-from _assertions import close_np, lib_update
+from _assertions import close_np, lib_update, requires_solver
 from _families import FAMILIES, TS, make_family, scale_of
 from textbook.upgrad import project_dual_cone_enum, project_dual_cone_slsqp, upgrad
 
@@ -76,6 +76,7 @@ def _dual_cone_grams():
     return out
 
 
+@requires_solver("dual_cone_nnls")
 @pytest.mark.parametrize("index", range(12 + 1 + 3))
 @pytest.mark.parametrize("compare", ["upgrad", "dualproj"])
 def test_compiled_and_numpy_projections_agree(index, compare, monkeypatch):
@@ -85,9 +86,6 @@ def test_compiled_and_numpy_projections_agree(index, compare, monkeypatch):
 
     from gradsurg.methods import _compiled
     from gradsurg.methods.dualproj import dualproj_weights
-
-    if _compiled.solver("dual_cone_nnls") is None:
-        pytest.skip("gradsurg._C (with dual_cone_nnls) is not built")
     G = _dual_cone_grams()[index]
     fn = upgrad_weights if compare == "upgrad" else dualproj_weights
     out = fn(G)
