@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from .base import LossWeighting
@@ -19,7 +21,34 @@ class RunningIdealWeighting(LossWeighting):
 
     def __init__(self) -> None:
         super().__init__()
+        self.ideal: str | Tensor | None = None
         self.running_min: Tensor | None = None
+
+    def set_ideal(self, ideal: str | Sequence[float] | None) -> None:
+        """Check and set the ideal point: None (0), T finite numbers, or ``"running_min"``.
+
+        Only the running minimum is state (of size T); a fixed ideal point keeps none, so the
+        method is stateful exactly with ``"running_min"``.
+
+        Raises:
+            ValueError: naming ``ideal``.
+        """
+        if isinstance(ideal, str):
+            if ideal != "running_min":
+                raise ValueError(f"ideal: expected None, a sequence of numbers or 'running_min', got {ideal!r}")
+            self.ideal = ideal
+        elif ideal is None:
+            self.ideal = None
+        else:
+            try:
+                vec = torch.as_tensor(list(ideal), dtype=torch.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise ValueError(f"ideal: expected None, a sequence of numbers or 'running_min', got {ideal!r}") from None
+            if not bool(torch.isfinite(vec).all()):
+                raise ValueError(f"ideal: must be finite, got {ideal!r}")
+            self.ideal = vec
+        self.running_min = None
+        self.stateful = self.tied_to_num_tasks = isinstance(self.ideal, str)  # type: ignore[misc]
 
     def reset(self) -> None:
         """Forget the running minimum."""

@@ -81,22 +81,7 @@ class PBI(RunningIdealWeighting):
             raise ValueError(f"theta: must be a finite number >= 0, got {theta!r}")
         self.theta = float(theta)
         self.preference = preference
-        if isinstance(ideal, str):
-            if ideal != "running_min":
-                raise ValueError(f"ideal: expected None, a sequence of numbers or 'running_min', got {ideal!r}")
-            self.ideal: str | Tensor | None = ideal
-        elif ideal is None:
-            self.ideal = None
-        else:
-            try:
-                self.ideal = torch.as_tensor(list(ideal), dtype=torch.float64).reshape(-1)
-            except (TypeError, ValueError):
-                raise ValueError(f"ideal: expected None, a sequence of numbers or 'running_min', got {ideal!r}") from None
-            if not bool(torch.isfinite(self.ideal).all()):
-                raise ValueError(f"ideal: must be finite, got {ideal!r}")
-        self.running_min = None
-        # Only the running minimum is state (of size T); a fixed ideal point keeps none.
-        self.stateful = self.tied_to_num_tasks = isinstance(self.ideal, str)  # type: ignore[misc]
+        self.set_ideal(ideal)
 
     @property
     def preference(self) -> Tensor | None:

@@ -50,19 +50,7 @@ class STCH(RunningIdealWeighting):
         if not isinstance(mu, (int, float)) or isinstance(mu, bool) or not mu > 0 or mu == float("inf"):
             raise ValueError(f"mu: must be a finite number > 0, got {mu!r}")
         self.mu = float(mu)
-        if isinstance(ideal, str):
-            if ideal != "running_min":
-                raise ValueError(f"ideal: expected None, a sequence of numbers or 'running_min', got {ideal!r}")
-            self.ideal: str | Tensor | None = ideal
-        elif ideal is None:
-            self.ideal = None
-        else:
-            try:
-                self.ideal = torch.as_tensor(list(ideal), dtype=torch.float64).reshape(-1)
-            except (TypeError, ValueError):
-                raise ValueError(f"ideal: expected None, a sequence of numbers or 'running_min', got {ideal!r}") from None
-            if not bool(torch.isfinite(self.ideal).all()):
-                raise ValueError(f"ideal: must be finite, got {ideal!r}")
+        self.set_ideal(ideal)
         if preference is None:
             self.preference: Tensor | None = None
         else:
@@ -72,9 +60,6 @@ class STCH(RunningIdealWeighting):
                 raise ValueError(f"preference: expected a sequence of positive numbers, got {preference!r}") from None
             if self.preference.numel() == 0 or not bool((self.preference > 0).all() & torch.isfinite(self.preference).all()):
                 raise ValueError(f"preference: expected positive finite numbers, got {preference!r}")
-        self.running_min = None
-        # Only the running minimum is state (of size T); a fixed ideal point keeps none.
-        self.stateful = self.tied_to_num_tasks = isinstance(self.ideal, str)  # type: ignore[misc]
 
     def _vector(self, value: Tensor | None, num_tasks: int, argname: str, default: float) -> Tensor:
         if value is None:
