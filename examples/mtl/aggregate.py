@@ -9,7 +9,9 @@ over the T tasks, ``l_t = 1`` when lower is better. A task with several metrics 
 enters with the mean relative change of its metrics, so that every task weighs the same;
 ``by_task=False`` averages over all K metrics instead (how NYUv2's nine metrics are counted).
 Paired differences compare two rows seed by seed (the same seed gives both the same data order
-and initialisation), which removes the seed-to-seed spread they share.
+and initialisation), which removes the seed-to-seed spread they share. The task-gradient cosines a run logs per
+step (``cos_<a>__<b>`` in its log.csv) are summarised per pair by :func:`pair_statistics`: their
+mean and range, and how often the pair conflicts (cosine < 0).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Criterion", "delta_m", "format_mean_std", "mean_std", "paired_differences"]
+__all__ = ["Criterion", "PairStatistics", "delta_m", "format_mean_std", "mean_std", "pair_statistics", "paired_differences"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +80,30 @@ def delta_m(
 def paired_differences(row: Mapping[int, float], base: Mapping[int, float]) -> list[float]:
     """``row[s] − base[s]`` for every seed ``s`` both have, in seed order."""
     return [row[s] - base[s] for s in sorted(set(row) & set(base))]
+
+
+@dataclass(frozen=True)
+class PairStatistics:
+    """One task pair's cosines over a run's steps: mean, range, and the fraction of steps whose
+    cosine is negative (the pair conflicts there)."""
+
+    mean: float
+    low: float
+    high: float
+    conflict_fraction: float
+    steps: int
+
+
+def pair_statistics(cosines: Sequence[float | None]) -> PairStatistics | None:
+    """Summarise one pair's per-step cosines; steps without a value (None or NaN, e.g. a
+    step that skipped the Gram) are left out. None when no step has one."""
+    values = [c for c in cosines if c is not None and math.isfinite(c)]
+    if not values:
+        return None
+    return PairStatistics(
+        mean=statistics.fmean(values),
+        low=min(values),
+        high=max(values),
+        conflict_fraction=sum(c < 0 for c in values) / len(values),
+        steps=len(values),
+    )

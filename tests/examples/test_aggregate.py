@@ -57,3 +57,16 @@ def test_mean_std_and_format():
     assert format_mean_std([0.1, 0.3], scale=100) == "20.00 ± 14.14"
     assert format_mean_std([0.02, -0.01], scale=100, signed=True) == "+0.50 ± 2.12"
     assert math.isclose(mean_std([0.02, -0.01])[1], math.sqrt(0.00045))
+
+
+def test_pair_statistics_by_hand():
+    from examples.mtl.aggregate import pair_statistics
+
+    stats = pair_statistics([0.2, -0.1, None, float("nan"), -0.3, 0.0])
+    # Four finite steps: mean (0.2 − 0.1 − 0.3 + 0)/4 = −0.05; two of them negative (0 is not a conflict).
+    assert stats.steps == 4
+    assert stats.mean == pytest.approx(-0.05)
+    assert (stats.low, stats.high) == (-0.3, 0.2)
+    assert stats.conflict_fraction == 0.5
+    assert pair_statistics([None, float("nan")]) is None
+    assert pair_statistics([]) is None

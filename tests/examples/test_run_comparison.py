@@ -48,6 +48,18 @@ def test_delta_m_and_paired_differences_by_hand():
     assert "multi-task mean |" not in paired.split("\n", 2)[2]  # the reference row is not compared with itself
 
 
+def test_cosine_table_by_hand():
+    found = _hand_made()
+    found[3][0]["cosines"] = {"sst2__aeslc": [0.2, -0.1, None, -0.3, 0.0]}  # pcgrad seed 0: 2 of 4 < 0
+    found[3][1]["cosines"] = {"sst2__aeslc": [0.1, 0.3]}  # seed 1: none
+    text = runner.cosine_table(found)
+    # Pooled over the six logged steps: mean (0.2 − 0.1 − 0.3 + 0 + 0.1 + 0.3)/6 = +0.033;
+    # conflicts per seed 50 % and 0 % → 25 ± 35.
+    assert "| multi-task pcgrad | sst2 / aeslc | +0.033 | [-0.300, +0.300] | 25 ± 35 | 6 |" in text
+    assert "single-task" not in text  # rows without cosines are left out
+    assert runner.cosine_table(found[:2]) == "(no run logged task-gradient cosines)"
+
+
 def test_setups_rows_and_criteria():
     labels = [label for label, _ in runner.rows("four")]
     assert labels[:4] == ["single-task sst2", "single-task mrpc", "single-task rte", "single-task aeslc"]
@@ -92,7 +104,8 @@ def test_rows_seeds_results_file_and_collect(tmp_path):
     assert "| multi-task pcgrad | 2 |" in text and " ± " in text
     assert "no paired differences" in text  # no mean row
     assert "--method pcgrad" in text and "--single-task aeslc" in text
-    assert "--task-lr cls=0.001" in text  # the head learning rate every row shares
+    assert "--task-lr cls=0.003" in text  # the head learning rate every row shares
+    assert "| multi-task pcgrad | sst2 / aeslc |" in text  # its logged cosines, summarised
     for row in found:
         for r in row:
             assert r["wall"] > 0 and r["metrics"]["seconds_per_step"] > 0 and r["metrics"]["peak_memory_mb"] > 0
