@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run the multi-task comparison over seeds and write a Markdown report (docs/results.md).
+"""Run the multi-task comparison over seeds and write its tables as Markdown (OUT/results.md).
 
 Trains, with the same data subsets, steps, batch size and seeds, each row of :func:`rows`:
 every task alone (the single-task baselines), the multi-task ``sum`` and ``mean`` of the losses,
@@ -311,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "on disjoint --only rows share a 2-core machine well")  # fmt: skip
     p.add_argument("--seeds", type=parse_seeds, default=[0], help="comma-separated seeds")
     p.add_argument("--out", type=Path, default=Path("runs/comparison"), help="run folders")
-    p.add_argument("--results", type=Path, default=HERE.parent / "docs" / "results.md", help="Markdown file to write")
+    p.add_argument("--results", type=Path, default=None,
+                   help="Markdown file to write (default OUT/results.md; docs/results.md quotes the four-task one)")
     p.add_argument("--only", default=None, help="comma-separated rows to run: 0-based indices or labels")
     p.add_argument("--collect", action="store_true", help="train nothing; tabulate the seeds already in --out")
     return p
@@ -341,6 +342,8 @@ def main(argv: list[str] | None = None) -> list[list[dict]]:
         args.head_lr = None
     if args.lr is not None and args.lr <= 0:
         args.lr = None
+    if args.results is None:
+        args.results = args.out / "results.md"
     all_rows = rows(args.setup)
     try:
         chosen = _chosen(args.only, all_rows)
