@@ -34,6 +34,10 @@ def _run_suite(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, GRADSURG_BENCH_QUICK="1")
     # tests/conftest.py sets the Triton interpreter for this process; benchmarks refuse it.
     env.pop("TRITON_INTERPRET", None)
+    # The suite is its own pytest session: an xdist worker's variables (make test runs two)
+    # would make pytest-benchmark think it is distributed and skip the timing it checks.
+    for name in [k for k in env if k.startswith("PYTEST_XDIST_")]:
+        env.pop(name)
     cmd = [sys.executable, "-m", "pytest", SUITE, "-q", "-p", "no:cacheprovider", *args]
     result = subprocess.run(
         cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
