@@ -60,7 +60,7 @@ import torch
 from torch import Tensor
 
 import gradsurg
-from gradsurg.buffer import GradBuffer
+from gradsurg._buffer import GradBuffer
 from gradsurg.kernels import cpp, reference
 from gradsurg.methods import Method
 from gradsurg.methods.gradvac import gradvac_weights

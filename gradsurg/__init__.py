@@ -1,22 +1,31 @@
 """gradsurg: conflict-aware multi-task optimisation by gradient surgery.
 
-Wrap any optimizer (``GradSurgery``), or use the functional layer (``gramian``, ``aggregate``)
-and the methods (``get_method``) directly.
+Wrap any optimizer (:class:`GradSurgery`), or call one step yourself (:func:`backward`); combine
+given gradients (:func:`aggregate`, :func:`gramian`); pick a method (:mod:`gradsurg.methods`)
+and a kernel backend (:mod:`gradsurg.kernels`). The names below are the whole public surface;
+modules with a leading underscore are internal.
 """
 
+from . import kernels, methods
+from ._functional import aggregate, backward, gramian
+from ._options import Options
+from ._stats import SurgeryStats
 from ._version import __version__
-from .functional import aggregate, gramian
-from .methods import Method, available_methods, get_method
+from .methods import Method, available_methods, build_method, get_method
 from .optim import GradSurgery
-from .stats import SurgeryStats
 
 __all__ = [
     "GradSurgery",
     "Method",
+    "Options",
     "SurgeryStats",
     "__version__",
     "aggregate",
     "available_methods",
+    "backward",
+    "build_method",
     "get_method",
     "gramian",
+    "kernels",
+    "methods",
 ]

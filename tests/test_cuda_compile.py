@@ -132,7 +132,7 @@ def test_cuda_backend_unavailable_here_raises_with_build_hint():
 
     from gradsurg.kernels import cuda
 
-    assert cuda.NAME == "cuda"
+    assert cuda.name == "cuda"
     if cuda._EXT.load() is not None:
         pytest.skip("the CUDA extension gradsurg._cuda is built here")
     assert cuda.available() is False

@@ -9,7 +9,7 @@ their gradients add up. ``--amp fp16`` hands a GradScaler to ``GradSurgery(scale
 ``--refresh-every`` is ``GradSurgery(refresh_every=)``; ``--features`` runs every task through
 one decoder pass and hands its output to ``backward(losses, features=h)`` (representation-level
 surgery); the log rows come from
-:func:`gradsurg.integrations.stats_log.stats_scalars`.
+:func:`gradsurg.integrations.stats_scalars`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from gradsurg.integrations.stats_log import stats_scalars
+from gradsurg.integrations import stats_scalars
 
 from . import model as mmodel
 from .build import build_model, build_optimizer, make_scaler

@@ -14,11 +14,10 @@ from torch import Tensor
 
 from ._extension import LazyExtension
 
-__all__ = ["NAME", "available", "combine_into", "flatten_into", "gram", "gram_lists", "load_error", "name"]
+__all__ = ["available", "combine_into", "flatten_into", "gram", "gram_lists", "load_error", "name"]
 
-#: The backend's name (``Backend.name``); ``NAME`` is the same, kept for older callers.
+#: The backend's name (``Backend.name``).
 name = "cpp"
-NAME = name
 
 _EXT = LazyExtension(
     "cpp", "_C", "Rebuild with `pip install --no-build-isolation -e .` after installing torch."

@@ -30,7 +30,6 @@ from ._extension import LazyExtension
 
 __all__ = [
     "MAX_TASKS",
-    "NAME",
     "available",
     "combine_into",
     "flatten_into",
@@ -40,9 +39,8 @@ __all__ = [
     "name",
 ]
 
-#: The backend's name (``Backend.name``); ``NAME`` is the same, kept for older callers.
+#: The backend's name (``Backend.name``).
 name = "cuda"
-NAME = name
 
 #: Most tasks (rows of J) the CUDA Gram kernels take (GS_MAX_TASKS in csrc/cuda/common.cuh);
 #: more tasks fall back to the torch reference for ``gram`` and ``gram_lists``.

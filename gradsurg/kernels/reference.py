@@ -12,11 +12,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["NAME", "combine_into", "flatten_into", "gram", "gram_lists", "name"]
+__all__ = ["combine_into", "flatten_into", "gram", "gram_lists", "name"]
 
-#: The backend's name (``Backend.name``); ``NAME`` is the same, kept for older callers.
+#: The backend's name (``Backend.name``).
 name = "torch"
-NAME = name
 
 # Columns of J upcast to float64 at a time: large enough that the matmul dominates the Python
 # loop, small enough that the float64 scratch (T × 2^16 × 8 bytes, 4 MiB at T=8) stays in cache

@@ -10,7 +10,7 @@
 - :class:`DoubleBackwardMethod` differentiates through the task gradients (``cosreg``).
 
 :class:`GradSurgery` picks the step path from the method's kind once, when it is built
-(:func:`gradsurg.step.paths.path_for`); adding a kind adds a class here and a path there.
+(``gradsurg._engine.paths.path_for``); adding a kind adds a class here and a path there.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def worker(rank: int, world: int, port: int, out_dir: str, cases: list[dict]) ->
                 batch_tasks=case.get("batch_tasks", False),
             )
             expected = "ShardedReduce" if case.get("fsdp") else "DataParallel"
-            assert type(opt._reduce).__name__ == expected, type(opt._reduce).__name__
+            assert type(opt._engine.reducer).__name__ == expected, type(opt._engine.reducer).__name__
             try:
                 results[case["id"]] = run_case(
                     ddp,

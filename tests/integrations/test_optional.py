@@ -8,7 +8,7 @@ import sys
 
 PROBE = """
 import sys
-import gradsurg, gradsurg.integrations, gradsurg.integrations.stats_log
+import gradsurg, gradsurg.integrations, gradsurg.integrations._stats_log
 heavy = sorted(m for m in ("transformers", "accelerate", "lightning", "pytorch_lightning") if m in sys.modules)
 print("imported:", heavy)
 """

@@ -34,8 +34,9 @@ def _triton_importable() -> bool:
 
 def test_names():
     assert BACKENDS == ("auto", "torch", "cpp", "triton", "cuda")
-    dispatch = importlib.import_module("gradsurg.kernels.dispatch")
-    assert dispatch.BACKENDS is BACKENDS and dispatch.get_backend is get_backend
+    # The compatibility shim is gone: the package is the one place to import from.
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("gradsurg.kernels.dispatch")
     assert set(kernels.__all__) >= {"BACKENDS", "Backend", "available_backends", "get_backend"}
 
 
@@ -54,7 +55,6 @@ def test_every_available_backend_satisfies_the_protocol(device):
         backend = get_backend(name, device)
         assert isinstance(backend, Backend)
         assert backend.name == name == name.lower()
-        assert name == backend.NAME  # the older spelling, still used by callers
         assert unavailable_reason(name, device) is None
 
 

@@ -18,7 +18,7 @@ def test_bf16_storage_update_is_close_to_fp32_storage(name, make_model):
     GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method=name).backward(model.losses(x, y))
     narrow = GradSurgery(torch.optim.SGD(twin.parameters(), lr=0.1), method=name, j_dtype=torch.bfloat16)
     narrow.backward(twin.losses(x, y))
-    assert narrow._buffers.groups[0].matrix.dtype == torch.bfloat16
+    assert narrow._engine.buffers.current.groups[0].matrix.dtype == torch.bfloat16
     assert all(p.grad.dtype == torch.float32 for p in twin.parameters())
     full = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
     half = torch.cat([p.grad.reshape(-1) for p in twin.parameters()])

@@ -51,7 +51,7 @@ def test_a_zero_cached_weight_keeps_that_tasks_head_gradient(make_model):
     model, x, y = make_model(2)
     opt = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.05), method="mgda", refresh_every=2)
     _run(model, x, y, opt, 1)
-    opt._cached = (opt._cached[0], torch.tensor([1.0, 0.0], dtype=torch.float64))
+    opt._engine.refresh.cached = (opt._engine.refresh.cached[0], torch.tensor([1.0, 0.0], dtype=torch.float64))
     opt.zero_grad()
     opt.backward(model.losses(x, y))
     p = model.heads[1].weight
@@ -83,7 +83,7 @@ def test_cached_steps_accumulate(make_model):
     assert not stats.refreshed
     twin_grads = [p.grad.clone() for p in model.parameters()]
     opt.zero_grad()
-    opt._since_refresh = 1
+    opt._engine.refresh.since = 1
     opt.backward([2 * v for v in model.losses(x, y)])
     for g, p in zip(twin_grads, model.parameters()):
         torch.testing.assert_close(g, p.grad)

@@ -20,7 +20,7 @@ def test_set_to_none_frees_the_combined_buffer(make_model):
     model, x, y = make_model(3)
     opt = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method="pcgrad")
     _step(opt, model, x, y)
-    (group,) = opt._buffers.groups
+    (group,) = opt._engine.buffers.current.groups
     assert group._held is None and group._flat_ref() is not None  # alive through .grad only
     opt.zero_grad(set_to_none=True)
     gc.collect()

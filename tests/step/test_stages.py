@@ -6,15 +6,16 @@ import pytest
 import torch
 
 import gradsurg
-from gradsurg.buffer import GradBuffer, SharedBuffers
+from gradsurg._buffer import GradBuffer, SharedBuffers
+from gradsurg._engine.capture import capture_task_gradients
+from gradsurg._engine.decide import nonfinite_tasks
+from gradsurg._engine.gram import to_host
+from gradsurg._engine.loss_space import DoubleBackwardPath, LossPath
+from gradsurg._engine.paths import path_for
+from gradsurg._engine.per_task import GramPath, MatrixPath
+from gradsurg._engine.plan import plan_step, trainable_parameters
+from gradsurg._engine.write import write_shared, write_specific
 from gradsurg.kernels import get_backend
-from gradsurg.step import path_for, plan_step
-from gradsurg.step.capture import capture_task_gradients
-from gradsurg.step.gram import to_host
-from gradsurg.step.nonfinite import nonfinite_tasks
-from gradsurg.step.paths import DoubleBackwardPath, GramPath, LossPath, MatrixPath
-from gradsurg.step.plan import trainable_parameters
-from gradsurg.step.write import write_shared, write_specific
 
 
 def test_plan_finds_the_parameters_two_losses_reach(make_model):
@@ -146,7 +147,7 @@ def test_every_registered_method_has_the_path_of_its_kind(name):
         gradsurg.methods.DoubleBackwardMethod: DoubleBackwardPath,
     }
     kind = next(k for k in expected if issubclass(method, k))
-    assert type(path_for(method)) is expected[kind]
+    assert type(path_for(gradsurg.build_method(name, num_tasks=2, layer=[torch.nn.Parameter(torch.ones(2))]))) is expected[kind]
 
 
 def test_a_method_of_no_known_kind_is_refused():
@@ -160,7 +161,7 @@ def test_a_method_of_no_known_kind_is_refused():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), None])
 def test_all_finite_sees_every_kind_of_nonfinite_value(dtype, bad):
-    from gradsurg.step.nonfinite import all_finite
+    from gradsurg._engine.decide import all_finite
 
     tensors = [torch.randn(4, 3).to(dtype), torch.empty(0, dtype=dtype), torch.randn(7).to(dtype)]
     if bad is not None:

@@ -24,8 +24,7 @@ from .combine import combine_into
 from .flatten import flatten_into
 from .gram import gram, gram_lists
 
-__all__ = ["MAX_TASKS", "NAME", "combine_into", "flatten_into", "gram", "gram_lists", "interpreted", "name"]
+__all__ = ["MAX_TASKS", "combine_into", "flatten_into", "gram", "gram_lists", "interpreted", "name"]
 
-#: The backend's name (``Backend.name``); ``NAME`` is the same, kept for older callers.
+#: The backend's name (``Backend.name``).
 name = "triton"
-NAME = name

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from ..stats import SurgeryStats
+from .._stats import SurgeryStats
 
 __all__ = ["StatsAverager", "stats_scalars"]
 

@@ -9,7 +9,7 @@ the same weights, and advances stateful methods identically; no weights are broa
 Communication: T times the gradients of the shared parameters, i.e. T× a plain DDP step.
 
 FSDP2 (``fully_shard``): each rank holds a shard of every task's gradient (see
-:mod:`gradsurg.fsdp`); the partial Gram matrices of the shards are all-reduced (T×T numbers),
+:mod:`gradsurg._dtensor`); the partial Gram matrices of the shards are all-reduced (T×T numbers),
 every rank gets the same weights and combines its own shard. Communication: T× the gradients
 (one all-reduce per task of the full gradient, where FSDP reduce-scatters once).
 
@@ -24,28 +24,17 @@ a ``DistributedDataParallel`` model's reducer does no communication of its own i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from .._collectives import mean_over_ranks_
+
 if TYPE_CHECKING:
-    from .buffer import SharedBuffers
-    from .step.capture import Captured
+    from .capture import Captured
 
-__all__ = [
-    "DATA_PARALLEL_MODES",
-    "DataParallel",
-    "DataParallelMode",
-    "LocalReduce",
-    "ShardedReduce",
-    "make_reducer",
-    "mean_over_ranks_",
-]
-
-DataParallelMode = Literal["exact", "local", "none"]
-#: Accepted values of ``GradSurgery(data_parallel=...)``.
-DATA_PARALLEL_MODES: tuple[str, ...] = ("exact", "local", "none")
+__all__ = ["DataParallel", "LocalReduce", "ShardedReduce", "make_reducer"]
 
 
 class LocalReduce:
@@ -59,12 +48,17 @@ class LocalReduce:
     def row_ready(self, row: Tensor) -> None:
         """Nothing to start in one process."""
 
-    def __call__(self, buffers: SharedBuffers | None, captured: Captured) -> None:
+    def reduce_captured(self, captured: Captured) -> None:
         """Nothing to exchange in one process."""
 
     def agree(self, finite: Tensor) -> Tensor:
         """One process decides alone."""
         return finite
+
+    def agree_weights(self, ok: Tensor) -> Tensor:
+        """A decision that follows from the weights: the same everywhere when every rank has
+        the same J (one process, exact mode), so nothing to exchange."""
+        return ok
 
     def mean_(self, tensors: Sequence[Tensor]) -> None:
         """Nothing to average in one process."""
@@ -101,7 +95,7 @@ class DataParallel(LocalReduce):
         if self.exact:
             self._pending.append((row, self._dist.all_reduce(row, group=self.group, async_op=True)))
 
-    def __call__(self, buffers: SharedBuffers | None, captured: Captured) -> None:
+    def reduce_captured(self, captured: Captured) -> None:
         """Finish the rows' all-reduces and average them; average the task-specific gradients
         and the losses (exact mode)."""
         for row, work in self._pending:
@@ -125,6 +119,10 @@ class DataParallel(LocalReduce):
         self._dist.all_reduce(flags, op=self._dist.ReduceOp.MIN, group=self.group)
         return flags.to(torch.bool)
 
+    def agree_weights(self, ok: Tensor) -> Tensor:
+        """Local mode: each rank has its own weights, so agree (exact mode: they are equal)."""
+        return ok if self.exact else self.agree(ok)
+
     def mean_(self, tensors: Sequence[Tensor]) -> None:
         """Average ``tensors`` over the ranks, in place."""
         mean_over_ranks_(tensors, self.group)
@@ -135,47 +133,18 @@ class DataParallel(LocalReduce):
             self.mean_(grads)
 
 
-def mean_over_ranks_(tensors: Sequence[Tensor], group: Any) -> None:
-    """Average ``tensors`` over the ranks of ``group``, in place: one flat all-reduce per
-    (device, dtype)."""
-    import torch.distributed as dist
-
-    world_size = dist.get_world_size(group)
-    by_layout: dict[tuple, list[Tensor]] = {}
-    for t in tensors:
-        by_layout.setdefault((t.device, t.dtype), []).append(t)
-    for members in by_layout.values():
-        flat = torch.cat([t.reshape(-1) for t in members])
-        dist.all_reduce(flat, group=group)
-        flat.div_(world_size)
-        offset = 0
-        for t in members:
-            t.copy_(flat[offset : offset + t.numel()].view_as(t))
-            offset += t.numel()
-
-
-def make_reducer(mode: DataParallelMode, process_group: Any, *, sharded: bool = False) -> LocalReduce:
-    """The reducer for ``mode``: :class:`DataParallel` when torch.distributed is initialised
-    with more than one rank in ``process_group`` (default group if None) and ``mode`` is not
-    ``"none"`` (:class:`ShardedReduce` for FSDP2 shards, ``sharded``); the single-process
-    :class:`LocalReduce` otherwise.
-
-    Raises:
-        ValueError: ``process_group`` is given but torch.distributed is not initialised.
-    """
+def make_reducer(mode: str, process_group: Any, *, sharded: bool = False) -> LocalReduce:
+    """The reducer for ``mode`` (checked by :func:`gradsurg._options.make_options`):
+    :class:`DataParallel` when torch.distributed is initialised with more than one rank in
+    ``process_group`` (default group if None) and ``mode`` is not ``"none"``
+    (:class:`ShardedReduce` for FSDP2 shards, ``sharded``); the single-process
+    :class:`LocalReduce` otherwise."""
     import torch.distributed as dist
 
     ready = dist.is_available() and dist.is_initialized()
-    if process_group is not None and not ready:
-        raise ValueError("process_group: torch.distributed is not initialised (call init_process_group first)")
     if mode == "none" or not ready or dist.get_world_size(process_group) == 1:
         return LocalReduce()
     if sharded:
-        if mode != "exact":
-            raise ValueError(
-                "data_parallel: FSDP2 shards hold parts of every gradient, so per-rank ('local') "
-                "surgery is not defined; use data_parallel='exact'"
-            )
         return ShardedReduce(process_group)
     return DataParallel(process_group, exact=mode == "exact")
 
@@ -192,7 +161,7 @@ class ShardedReduce(DataParallel):
     def row_ready(self, row: Tensor) -> None:
         """Rows hold shards: nothing to all-reduce."""
 
-    def __call__(self, buffers: SharedBuffers | None, captured: Captured) -> None:
+    def reduce_captured(self, captured: Captured) -> None:
         """Average the losses (the shards were averaged at capture)."""
         if captured.losses is not None:
             captured.losses = captured.losses.clone()

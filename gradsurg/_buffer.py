@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .fsdp import local_view
+from ._dtensor import local_view
 
 __all__ = ["GradBuffer", "SharedBuffers", "check_floating"]
 

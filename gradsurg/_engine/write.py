@@ -7,10 +7,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..buffer import GradBuffer
-from ..fsdp import local_view, wrap_grad
+from .._buffer import GradBuffer
+from .._dtensor import local_view, wrap_grad
 
-__all__ = ["combine_upcast", "write_shared", "write_shared_subset", "write_specific"]
+__all__ = ["combine_upcast", "combine_wide", "write_shared", "write_shared_subset", "write_specific"]
 
 # Columns of a narrow J upcast at a time by combine_upcast (a T × 2^16 scratch).
 _CHUNK = 1 << 16
@@ -24,6 +24,17 @@ def combine_upcast(out: Tensor, matrix: Tensor, weights: Tensor, *, beta: float 
         stop = min(start + _CHUNK, matrix.shape[1])
         part = out[start:stop]
         part.addmv_(matrix[:, start:stop].to(out.dtype).T, w, beta=beta)
+
+
+def combine_wide(matrix: Tensor, weights: Tensor, dtype: torch.dtype) -> Tensor:
+    """``wᵀ·J`` as a new ``dtype`` vector, the products and sums in float64 (one column chunk
+    of J at a time): for weights beyond ``dtype``'s range whose products with J are within it."""
+    w = weights.to(device=matrix.device, dtype=torch.float64)
+    out = torch.empty(matrix.shape[1], device=matrix.device, dtype=dtype)
+    for start in range(0, matrix.shape[1], _CHUNK):
+        stop = min(start + _CHUNK, matrix.shape[1])
+        out[start:stop] = (matrix[:, start:stop].to(torch.float64).T @ w).to(dtype)
+    return out
 
 
 def write_shared(buffer: GradBuffer, combine: Callable[[float], None]) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ..buffer import SharedBuffers
+from .._buffer import SharedBuffers
 
 if TYPE_CHECKING:
     from ..kernels.protocol import Backend

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-__all__ = ["NONFINITE_POLICIES", "NonFinitePolicy", "all_finite", "nonfinite_tasks"]
-
-NonFinitePolicy = Literal["raise", "skip"]
-#: Accepted values of ``GradSurgery(nonfinite=...)``.
-NONFINITE_POLICIES: tuple[str, ...] = ("raise", "skip")
+__all__ = ["all_finite", "nonfinite_tasks"]
 
 
-def nonfinite_tasks(names: list[str], finite: Tensor, policy: NonFinitePolicy) -> tuple[str, ...]:
+def nonfinite_tasks(names: list[str], finite: Tensor, policy: str) -> tuple[str, ...]:
     """The names of the non-finite tasks (empty if all are finite).
 
     Raises:
-        FloatingPointError: some task is non-finite and ``policy`` is ``"raise"``; the message
+        FloatingPointError: some task is non-finite and ``policy`` is ``"raise"`` (else ``"skip"``); the message
             names the tasks and says that nothing was changed.
     """
     bad = tuple(n for n, ok in zip(names, finite.tolist()) if not ok)

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._collectives import mean_over_ranks_
+
 __all__ = ["FSDPHandle", "Sharding", "fsdp_handles", "is_dtensor", "local_view", "wrap_grad"]
 
 
@@ -99,8 +101,6 @@ class Sharding:
     def localize(self, params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> list[Tensor | None]:
         """Full-size gradients of ``params``' unsharded parameters → this rank's shards of
         their mean over the ranks (one flat all-reduce)."""
-        from .distributed import mean_over_ranks_
-
         # autograd.grad's results are fresh tensors: averaged in place.
         mean_over_ranks_([g for g in grads if g is not None], self.group)
         return [

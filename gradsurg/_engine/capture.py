@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ..buffer import SharedBuffers
+from .._buffer import SharedBuffers
 from ..kernels import reference
 from .batching import TaskBatching
-from .nonfinite import all_finite
+from .decide import all_finite
 from .plan import StepPlan
 
 if TYPE_CHECKING:

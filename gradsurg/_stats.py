@@ -110,6 +110,7 @@ def make_stats(
     nonfinite_tasks: tuple[str, ...] = (),
     micro_batches: int = 1,
     tasks_per_backward: int = 1,
+    group_weights: Tensor | None = None,
 ) -> SurgeryStats:
     """The one builder of :class:`SurgeryStats`: a step that names non-finite tasks was skipped
     (weights zero); ``weights=None`` means the method has no weights (NaN)."""
@@ -130,4 +131,5 @@ def make_stats(
         nonfinite_tasks=tuple(nonfinite_tasks),
         micro_batches=micro_batches,
         tasks_per_backward=tasks_per_backward,
+        group_weights=None if skipped else group_weights,
     )

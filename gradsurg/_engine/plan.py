@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ..fsdp import Sharding
-from ..graph import LossReach, trace_loss
-from ..losses import normalise_losses, normalise_task_weights
+from .._dtensor import Sharding
+from .._graph import LossReach, trace_loss
+from .._losses import normalise_losses, normalise_task_weights
 
 __all__ = ["StepPlan", "plan_step", "trainable_parameters"]
 
@@ -93,7 +93,7 @@ def _task_order(names: list[str], previous: Sequence[str] | None) -> list[int] |
 
 
 def _check_visibility(names: list[str], traces: list[LossReach], shared_given: bool) -> None:
-    """Refuse graphs whose shared parameters cannot be read off (see :mod:`gradsurg.graph`)."""
+    """Refuse graphs whose shared parameters cannot be read off (see :mod:`gradsurg._graph`)."""
     for name, trace in zip(names, traces):
         if trace.hiding:
             raise ValueError(

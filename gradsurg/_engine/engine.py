@@ -1,0 +1,203 @@
+"""The engine: one object that owns a run's step state and runs the stages of each step.
+
+The state is what lives between ``backward`` calls: the accumulation window (``sync=False``
+micro-batches), the refresh schedule and its cached weights, the per-group copies of the
+method (``groups=``), the reused J buffers, the task names of the last applied step. The
+optimizer (:class:`~gradsurg.GradSurgery`) and the functional :func:`gradsurg.backward` both
+call :meth:`Engine.backward`; neither runs a stage itself.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from torch import Tensor
+
+from .._dtensor import Sharding, fsdp_handles
+from .._options import Options, check_backward
+from .._stats import SurgeryStats
+from ..methods.base import Method
+from .accumulate import AccumulationWindow
+from .batching import TaskBatching
+from .context import BufferCache, StepContext
+from .groups import GroupedGramPath
+from .paths import StepPath, path_for
+from .plan import StepPlan, plan_step
+from .reduce import LocalReduce, make_reducer
+from .refresh import RefreshSchedule
+from .representation import RepresentationPath
+
+__all__ = ["Engine"]
+
+
+class Engine:
+    """Runs surgery steps with validated ``options`` (:func:`gradsurg._options.make_options`)."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.method = options.method
+        self.reducer: LocalReduce = make_reducer(options.data_parallel, options.process_group, sharded=options.sharded)
+        self.window = AccumulationWindow()
+        self.buffers = BufferCache(options.j_dtype)
+        self.refresh = RefreshSchedule(options.refresh_every)
+        self.batching = TaskBatching(options.batch_tasks)
+        self.task_names: tuple[str, ...] | None = None  # of the last applied step
+        # With groups=, each group's own copy of the method (the first is the method itself).
+        self.group_methods: list[Method] = []
+        self.path: StepPath = path_for(self.method)
+        if options.groups is not None:
+            self.group_methods = [self.method]
+            layout = None if options.groups == "parameter" else options.groups
+            self.path = GroupedGramPath(layout, self.group_methods)
+
+    # -- pickling: J and the window are caches of a step; a process group cannot be pickled ---
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["options"] = self.options.without_process_group()
+        state["buffers"] = BufferCache(self.options.j_dtype)
+        state["window"] = AccumulationWindow()
+        state["reducer"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        options = self.options
+        self.reducer = make_reducer(options.data_parallel, None, sharded=options.sharded)
+
+    # -- one step ---------------------------------------------------------------------------
+
+    def backward(
+        self,
+        losses: Sequence[Tensor] | Mapping[str, Tensor],
+        params: list[Tensor],
+        *,
+        sync: bool = True,
+        retain_graph: bool = False,
+        features: Tensor | None = None,
+        add_parameters: Callable[[Sequence[Tensor]], None] | None = None,
+    ) -> SurgeryStats | None:
+        """One ``backward`` call: plan → (per the method's kind) capture → accumulate → reduce →
+        gram → decide → weights → write → stats.
+
+        ``params`` are the candidate parameters (the optimizer's trainable ones);
+        ``add_parameters`` receives learnable method parameters created in this step. See
+        :meth:`gradsurg.GradSurgery.backward` for the arguments, the result and the errors; on
+        any error nothing has changed (``.grad``, parameters, method state, this engine's
+        state except a discarded accumulation window, which the error's note says).
+        """
+        check_backward(
+            self.options, sync=sync, features=features, retain_graph=retain_graph, pending=self.window.pending
+        )
+        previous = self.window.names if self.window.open else self.task_names
+        plan = plan_step(
+            losses,
+            self.options.task_weights,
+            params,
+            self.options.shared,
+            retain_graph=retain_graph,
+            previous_names=previous,
+            sharding=self._sharding(params),
+        )
+        self._check_tasks(plan)
+        cached = None if features is not None else self.refresh.cached_path(plan, self.window)
+        path: StepPath = RepresentationPath(features) if features is not None else cached or self.path
+        ctx = StepContext(self.options, self.reducer, self.window, self.buffers, self.batching, add_parameters)
+        saved = self._save_method_state()
+        try:
+            stats = path.run(plan, ctx, sync=sync)
+        except BaseException:
+            # Whatever failed, the method's state is as it was (a stateful objective may have
+            # advanced it before the failure).
+            self._restore_method_state(saved)
+            raise
+        if stats is None:
+            if cached is not None:
+                self.window.add_cached(plan)  # its gradients are written; keep its losses
+            return None
+        if cached is not None:
+            stats = self.window.close_cached(stats, self.options.inv_scale())
+        if stats.skipped:
+            self._restore_method_state(saved)
+            return stats
+        self.task_names = tuple(plan.names)
+        return self.refresh.count(plan, stats, refreshed=cached is None, scale=self.options.scale(plan.num_tasks))
+
+    def discard_window(self) -> None:
+        """Drop the micro-batches accumulated with ``sync=False`` (``zero_grad``)."""
+        self.window.discard()
+
+    def after_step(self) -> None:
+        """The caller's optimizer stepped: methods that count steps advance."""
+        self.method.after_step()
+
+    @property
+    def shared_parameters(self) -> list[Tensor]:
+        """The shared parameters of the last step (or those fixed by ``shared=``)."""
+        if self.options.shared is not None:
+            return list(self.options.shared)
+        current = self.buffers.current
+        return [] if current is None else list(current.params)
+
+    # -- checks and method state ------------------------------------------------------------
+
+    def _sharding(self, params: list[Tensor]) -> Sharding | None:
+        """The FSDP2 shards among ``params`` and their process group (None without FSDP2)."""
+        if not self.options.sharded:
+            return None
+        handles = fsdp_handles(params, list(self.method.parameters()))
+        return None if handles is None else Sharding(handles, self.options.process_group)
+
+    def _check_tasks(self, plan: StepPlan) -> None:
+        """Refuse a step whose tasks differ from those the method's state or the accumulation
+        window belongs to."""
+        self.window.check(plan)
+        names = tuple(plan.names)
+        self.method.check_num_tasks(plan.num_tasks)
+        tied = self.method.tied_to_num_tasks and getattr(self.method, "_num_tasks", None) is not None
+        if tied and self.task_names is not None and sorted(self.task_names) != sorted(names):
+            raise ValueError(
+                f"losses: {type(self.method).__name__} is stateful and its state belongs to the "
+                f"tasks {list(self.task_names)}; got {list(names)}. Call method.reset() to start "
+                "over with other tasks."
+            )
+
+    def _save_method_state(self) -> list[Any] | None:
+        """Copies of the method's state (every group's, with ``groups=``), or None if stateless."""
+        if not self.method.stateful:
+            return None
+        return [copy.deepcopy(m.state_dict()) for m in (self.group_methods or [self.method])]
+
+    def _restore_method_state(self, saved: list[Any] | None) -> None:
+        if saved is None:
+            return
+        if self.group_methods:
+            del self.group_methods[len(saved) :]  # groups met first in the failed step
+        for m, state in zip(self.group_methods or [self.method], saved):
+            m.load_state_dict(state)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The method's state (every group's), the refresh schedule and the last task names."""
+        return {
+            "method": self.method.state_dict(),
+            "group_methods": [m.state_dict() for m in self.group_methods[1:]],
+            "task_names": self.task_names,
+            "refresh": self.refresh.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.method.load_state_dict(state["method"])
+        extra = state.get("group_methods") or []
+        del self.group_methods[1:]
+        for group_state in extra:
+            group_method = copy.deepcopy(self.method)
+            group_method.load_state_dict(group_state)
+            self.group_methods.append(group_method)
+        names = state.get("task_names")
+        self.task_names = None if names is None else tuple(names)
+        self.refresh.load_state_dict(state.get("refresh") or {})
