@@ -147,23 +147,27 @@ def write_combination(
     buffers: SharedBuffers | None,
     kernels: list[Backend],
     weights: Tensor,
+    norms: Tensor | None = None,
     agree: Callable[[Tensor], Tensor] = lambda ok: ok,
 ) -> bool:
     """``wᵀ·J`` of every layout group into its shared ``.grad``; False (nothing written) when
     the combination itself overflows the gradients' dtype.
 
     Gradients whose norms span many orders of magnitude (1e-30 next to 1e30) give weights
-    beyond the float32 range although every product w_t·g_t is representable: such steps
-    combine in float64 into a scratch vector, checked before anything is written. ``agree``
-    makes that decision one across the ranks where their weights differ
-    (``data_parallel="local"``).
+    beyond the float32 range, or products w_t·g_t whose running sum overflows, although the
+    update is representable. The kernels' combine is used only where that cannot happen:
+    weights within the dtype's range and Σ_t |w_t|·‖g_t‖ (``norms``: √G_tt, known on the host)
+    within its maximum, which bounds every partial sum. Other steps combine in float64 into a
+    scratch vector, checked before anything is written. ``agree`` makes that decision one
+    across the ranks where their weights differ (``data_parallel="local"``). ``norms=None``
+    (plain sums, the GradScaler's overflow path) takes the kernels' combine as it is.
     """
     if buffers is None:
         return True
     wide: list[Tensor | None] = []
     ok = True
     for group in buffers.groups:
-        if _fits(weights, group.flat.dtype):
+        if norms is None or _fits(weights, norms, group.flat.dtype):
             wide.append(None)
             continue
         combined = combine_wide(group.matrix, weights, group.flat.dtype)
@@ -188,15 +192,19 @@ def write_combination(
     return True
 
 
-def _fits(weights: Tensor, dtype: torch.dtype) -> bool:
-    """Whether the weights themselves are within ``dtype``'s range (neither overflow nor flush
-    to zero when they meet J in that dtype)."""
+def _fits(weights: Tensor, norms: Tensor, dtype: torch.dtype) -> bool:
+    """Whether ``wᵀ·J`` is safe in ``dtype``: the weights within its range (neither overflow
+    nor flush to zero there) and the bound Σ_t |w_t|·‖g_t‖ on every partial sum within its
+    maximum (float64 J: always)."""
     if dtype == torch.float64:
         return True
     info = torch.finfo(dtype)
-    magnitudes = weights.abs()
+    magnitudes = weights.abs().to(torch.float64)
     nonzero = magnitudes[magnitudes > 0]
-    return bool(magnitudes.max() <= info.max) and (nonzero.numel() == 0 or bool(nonzero.min() >= info.tiny))
+    if not (bool(magnitudes.max() <= info.max) and (nonzero.numel() == 0 or bool(nonzero.min() >= info.tiny))):
+        return False
+    bound = float((magnitudes * norms.to(torch.float64)).sum())
+    return bound <= info.max
 
 
 class GramPath(PerTaskGradientPath):
@@ -211,7 +219,8 @@ class GramPath(PerTaskGradientPath):
     ) -> tuple[Tensor, None]:
         assert host.gram is not None
         weights = self.method.weights(host.gram, losses=host.losses) * scale
-        if not write_combination(buffers, kernels, weights, ctx.reducer.agree_weights):
+        norms = host.gram.diagonal().clamp(min=0).sqrt()
+        if not write_combination(buffers, kernels, weights, norms, ctx.reducer.agree_weights):
             raise CombinationOverflow
         return weights, None
 
