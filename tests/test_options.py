@@ -260,6 +260,6 @@ def test_the_matrix_covers_every_kind_and_every_constructor_option():
     assert all(any(b in mro for mro in kinds) for b in (*bases, gradsurg.methods.DoubleBackwardMethod))
     params = set(inspect.signature(GradSurgery).parameters) - {"optimizer", "method"}
     covered = set(itertools.chain.from_iterable(OPTIONS[o] for o in OPTIONS))
-    # The scaler has its own suite (tests/stack/test_amp.py), the process group needs ranks
+    # The scaler has its own suite (tests/engine/test_amp.py), the process group needs ranks
     # (tests/distributed).
     assert params - covered == {"scaler", "process_group"}

@@ -1,4 +1,5 @@
-"""The combined-gradient buffer lives as long as the shared ``.grad`` views: freed by
+"""The J buffers (gradsurg._buffer): one per (device, dtype) group of shared parameters; the
+combined-gradient buffer lives as long as the shared ``.grad`` views: freed by
 ``zero_grad(set_to_none=True)`` like plain gradients, reused while it is every parameter's
 current ``.grad``, and never written over once the user set a gradient aside."""
 
@@ -9,6 +10,7 @@ import gc
 import torch
 
 from gradsurg import GradSurgery
+from gradsurg._buffer import SharedBuffers
 
 
 def _step(opt, model, x, y):
@@ -58,3 +60,14 @@ def test_a_second_backward_adds_into_the_existing_grad(make_model):
     opt.backward(model.losses(x, y))  # Tensor.backward semantics: the second call adds
     for p, g in zip(model.parameters(), once):
         torch.testing.assert_close(p.grad, 2 * g, rtol=1e-6, atol=1e-7)
+
+
+def test_shared_buffers_group_parameters_by_layout():
+    a = torch.nn.Parameter(torch.ones(3))
+    b = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    c = torch.nn.Parameter(torch.ones(4))
+    buffers = SharedBuffers([a, b, c], 2)
+    assert [g.params for g in buffers.groups] == [[a, c], [b]]
+    assert buffers.slots == [(0, 0), (1, 0), (0, 1)]
+    x, y, z = torch.zeros(3), None, torch.ones(4)
+    assert buffers.split([x, y, z]) == [[x, z], [None]]
