@@ -36,6 +36,7 @@ def backward(
     groups: Groups | None = None,
     j_dtype: torch.dtype | None = None,
     batch_tasks: bool | int = False,
+    tasks: Sequence[str] | None = None,
     features: Tensor | None = None,
     retain_graph: bool = False,
 ) -> SurgeryStats:
@@ -63,7 +64,7 @@ def backward(
             ordinary gradient; leaf tensors outside ``params`` that a loss reaches get their
             ordinary gradient too.
         method, shared, task_weights, reduction, backend, nonfinite, scaler, data_parallel,
-            process_group, groups, j_dtype, batch_tasks: as for :class:`GradSurgery`.
+            process_group, groups, j_dtype, batch_tasks, tasks: as for :class:`GradSurgery`.
         features, retain_graph: as for :meth:`GradSurgery.backward`.
 
     Returns:
@@ -111,6 +112,7 @@ def backward(
         groups=groups,
         j_dtype=j_dtype,
         batch_tasks=batch_tasks,
+        tasks=tasks,
     )
     if groups is not None and options.method.stateful:
         raise ValueError(

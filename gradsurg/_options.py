@@ -20,12 +20,23 @@ from ._buffer import check_floating
 from ._dtensor import fsdp_handles
 from ._losses import check_task_weights_arg
 from .kernels import BACKENDS
-from .methods import DoubleBackwardMethod, GramMethod, LossWeighting, MatrixMethod, Method, resolve_method
+from .methods import (
+    DoubleBackwardMethod,
+    GramMethod,
+    LossWeighting,
+    MatrixMethod,
+    Method,
+    build_method,
+    method_class,
+    resolve_method,
+)
 
 __all__ = [
+    "ACCUMULATE_MODES",
     "DATA_PARALLEL_MODES",
     "NONFINITE_POLICIES",
     "REDUCTIONS",
+    "Accumulate",
     "DataParallelMode",
     "Groups",
     "NonFinitePolicy",
@@ -36,12 +47,14 @@ __all__ = [
 ]
 
 Reduction = Literal["sum", "mean"]
+Accumulate = Literal["sum", "mean"]
 NonFinitePolicy = Literal["raise", "skip"]
 DataParallelMode = Literal["exact", "local", "none"]
 Groups = Literal["parameter"] | Sequence[Iterable[Tensor]]
 
 #: Accepted values of ``reduction=``, ``nonfinite=`` and ``data_parallel=`` (from the types).
 REDUCTIONS: tuple[str, ...] = get_args(Reduction)
+ACCUMULATE_MODES: tuple[str, ...] = get_args(Accumulate)
 NONFINITE_POLICIES: tuple[str, ...] = get_args(NonFinitePolicy)
 DATA_PARALLEL_MODES: tuple[str, ...] = get_args(DataParallelMode)
 
@@ -53,7 +66,8 @@ class Options:
     Attributes are those of :class:`~gradsurg.GradSurgery`, normalised: ``method`` is a
     :class:`~gradsurg.Method`, ``shared`` a list of parameters or None, ``groups`` ``"parameter"``,
     a list of parameter lists or None, ``batch_tasks`` the number of tasks per autograd call
-    (1: one pass per task), ``sharded`` whether the candidate parameters are FSDP2 shards.
+    (1: one pass per task), ``tasks`` the declared task names (or None), ``sharded`` whether the
+    candidate parameters are FSDP2 shards.
     """
 
     method: Method
@@ -69,6 +83,8 @@ class Options:
     groups: Literal["parameter"] | list[list[Tensor]] | None = None
     j_dtype: torch.dtype | None = None
     batch_tasks: int = 1
+    tasks: tuple[str, ...] | None = None
+    accumulate: Accumulate = "sum"
     sharded: bool = False
 
     @property
@@ -119,6 +135,8 @@ def make_options(
     groups: Groups | None = None,
     j_dtype: torch.dtype | None = None,
     batch_tasks: bool | int = False,
+    tasks: Sequence[str] | None = None,
+    accumulate: Accumulate = "sum",
 ) -> Options:
     """Check every option, alone and against the others and the method's kind.
 
@@ -149,7 +167,14 @@ def make_options(
         raise ValueError(f"j_dtype: expected a floating torch.dtype (e.g. torch.bfloat16), got {j_dtype!r}")
     if not isinstance(batch_tasks, int) or (not isinstance(batch_tasks, bool) and batch_tasks < 1):
         raise ValueError(f"batch_tasks: expected True, False or a number of tasks per call ≥ 1, got {batch_tasks!r}")
-    resolved = resolve_method(method)
+    declared = _check_tasks(tasks)
+    if accumulate not in ACCUMULATE_MODES:
+        raise ValueError(f"accumulate: expected one of {ACCUMULATE_MODES}, got {accumulate!r}")
+    if isinstance(method, str) and declared is not None and "num_tasks" in method_class(method).needs:
+        # The declared tasks say how many there are: build the methods that need it.
+        resolved = build_method(method, num_tasks=len(declared))
+    else:
+        resolved = resolve_method(method)
     name = resolved.name
     gram = isinstance(resolved, GramMethod)
     sharded = fsdp_handles(list(candidates), list(resolved.parameters())) is not None
@@ -190,8 +215,25 @@ def make_options(
         groups=checked_groups,
         j_dtype=j_dtype,
         batch_tasks=chunk,
+        tasks=declared,
+        accumulate=accumulate,
         sharded=sharded,
     )
+
+
+def _check_tasks(tasks: Sequence[str] | None) -> tuple[str, ...] | None:
+    if tasks is None:
+        return None
+    if isinstance(tasks, str) or not isinstance(tasks, Sequence) or not tasks:
+        raise ValueError(f"tasks: expected a non-empty list of task names, got {tasks!r}")
+    names = []
+    for name in tasks:
+        if not isinstance(name, str):
+            raise TypeError(f"tasks: task names are strings (the keys of the losses dict), got {name!r}")
+        names.append(name)
+    if len(set(names)) != len(names):
+        raise ValueError(f"tasks: a task is named twice in {names}")
+    return tuple(names)
 
 
 def _check_distributed(method: Method, mode: str, process_group: Any, sharded: bool) -> None:

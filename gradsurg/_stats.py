@@ -51,6 +51,9 @@ class SurgeryStats:
             one backward (False: ``gram`` is None). Always True otherwise.
         group_weights: with ``groups=``, the ``(G, T)`` weights of each group (``weights`` is
             then NaN); None otherwise.
+        task_micro_batches: per task, how many micro-batches of the step it came from (an
+            accumulation window whose micro-batches hold different tasks); all equal to
+            ``micro_batches`` otherwise.
         tasks_per_backward: the most tasks one autograd call took for the per-task gradients
             (``batch_tasks=``); 1 is one backward pass per task, also after a model fell back
             from batching. 1 for paths without per-task gradients.
@@ -67,6 +70,7 @@ class SurgeryStats:
     micro_batches: int = 1
     refreshed: bool = True
     group_weights: Tensor | None = None
+    task_micro_batches: tuple[int, ...] = ()
     tasks_per_backward: int = 1
 
     @property
@@ -111,6 +115,7 @@ def make_stats(
     micro_batches: int = 1,
     tasks_per_backward: int = 1,
     group_weights: Tensor | None = None,
+    task_micro_batches: tuple[int, ...] | None = None,
 ) -> SurgeryStats:
     """The one builder of :class:`SurgeryStats`: a step that names non-finite tasks was skipped
     (weights zero); ``weights=None`` means the method has no weights (NaN)."""
@@ -132,4 +137,5 @@ def make_stats(
         micro_batches=micro_batches,
         tasks_per_backward=tasks_per_backward,
         group_weights=None if skipped else group_weights,
+        task_micro_batches=(micro_batches,) * num_tasks if task_micro_batches is None else task_micro_batches,
     )

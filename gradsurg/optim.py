@@ -17,7 +17,16 @@ from torch import Tensor
 
 from ._engine import Engine
 from ._engine.plan import trainable_parameters
-from ._options import NONFINITE_POLICIES, DataParallelMode, Groups, NonFinitePolicy, Options, Reduction, make_options
+from ._options import (
+    NONFINITE_POLICIES,
+    Accumulate,
+    DataParallelMode,
+    Groups,
+    NonFinitePolicy,
+    Options,
+    Reduction,
+    make_options,
+)
 from ._stats import SurgeryStats
 from .methods import Method
 
@@ -86,6 +95,18 @@ class GradSurgery(torch.optim.Optimizer):
             slower on CPUs (measured in ``python -m benchmarks.compare``, section "cheap"). A model that cannot be vmapped
             falls back to one pass per task with a warning; ``stats.tasks_per_backward`` says
             what a step used. Gram and matrix methods, not with FSDP2.
+        tasks: the task names (the keys of the losses dict), declared once: steps take them in
+            this order, so per-task method state follows the names across steps and
+            accumulation windows; a method given by name that needs the number of tasks
+            (``uw``, ``imtl_l``) is built for them. A step may hold any subset of them, except
+            for methods with per-task state (``Method.tied_to_num_tasks``), which need all of
+            them in every step (an error says so). Undeclared, the first step's names are kept.
+        accumulate: how an accumulation window (``backward(..., sync=False)`` micro-batches,
+            each with any subset of the tasks) combines a task's micro-batches: ``"sum"``
+            (default: the summed gradients and losses, so ``method="sum"`` equals plain
+            ``loss.backward()`` accumulation and every method equals one big batch whose task
+            losses are the summed ones) or ``"mean"`` (divided by the number of micro-batches
+            the task appeared in). ``stats.task_micro_batches`` gives the counts.
 
     Parameters that a loss reaches but the wrapped optimizer does not hold (task heads in a
     second optimizer) get their ordinary gradient, as with ``Tensor.backward``.
@@ -109,6 +130,8 @@ class GradSurgery(torch.optim.Optimizer):
         groups: Groups | None = None,
         j_dtype: torch.dtype | None = None,
         batch_tasks: bool | int = False,
+        tasks: Sequence[str] | None = None,
+        accumulate: Accumulate = "sum",
     ) -> None:
         # Everything is checked before the wrapped optimizer is touched: a failed construction
         # leaves it exactly as it was.
@@ -129,6 +152,8 @@ class GradSurgery(torch.optim.Optimizer):
             groups=groups,
             j_dtype=j_dtype,
             batch_tasks=batch_tasks,
+            tasks=tasks,
+            accumulate=accumulate,
         )
         self.optimizer = optimizer
         self._engine = Engine(options)
@@ -320,13 +345,14 @@ class GradSurgery(torch.optim.Optimizer):
         Args:
             losses: T scalar losses, as a list/tuple or a dict ``name → loss`` (a dict's order
                 may change between steps: per-task state follows the names).
-            sync: ``False`` adds each task's gradient of the shared parameters into J (and holds
-                the task-specific gradients) without running the surgery: a micro-batch of an
-                accumulated step. The next call with ``sync=True`` (the default) adds its own
-                and runs the surgery once, on the summed per-task gradients of all
-                micro-batches — the result of one big batch. Nothing is written into ``.grad``
-                before that call. (Plain repeated ``backward`` calls instead add up one surgery
-                per call, which is not the surgery of the big batch.)
+            sync: ``False`` adds each task's gradients to the task's sums without running the
+                surgery: a micro-batch of an accumulated step, holding any subset of the tasks
+                (one task per batch is fine). The next call with ``sync=True`` (the default)
+                adds its own and runs the surgery once, over the union of the tasks seen, on
+                their summed gradients (``accumulate=``); the shared parameters are those two
+                or more tasks reached over the window. Nothing is written into ``.grad`` before
+                that call. (Plain repeated ``backward`` calls instead add up one surgery per
+                call, which is not the surgery of the big batch.)
             retain_graph: keep the autograd graph after the last backward pass.
             features: the shared representation h (the output of the last shared layer) for
                 representation-level surgery: per-task gradients with respect to h through the

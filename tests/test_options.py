@@ -38,6 +38,8 @@ OPTIONS = {
     "shared": {"shared": "trunk"},
     "backend": {"backend": "torch"},
     "data_parallel": {"data_parallel": "none"},
+    "tasks": {"tasks": ["1", "0"]},
+    "accumulate": {"accumulate": "mean"},
 }
 
 #: How backward is called: one call, two micro-batches, representation level, both.
@@ -127,6 +129,13 @@ def _hand_reference(net: Net, method: gradsurg.Method, option: str, call: str) -
             head_grad += _flat(torch.zeros_like(p) if g is None else g for p, g in zip(heads, grads[len(trunk) :]))
         if call == "features":
             rep_rows = [torch.autograd.grad(alphas[t] * losses[t], h, retain_graph=True)[0] for t in range(2)]
+    if option == "tasks":
+        # Declared in the other order: the step takes the tasks in that order.
+        rows = rows[::-1]
+    if option == "accumulate" and call == "accumulate":
+        # Each task appeared in both micro-batches: its sums are halved.
+        rows = [row / 2 for row in rows]
+        head_grad = head_grad / 2
     method = copy.deepcopy(method)
     if call == "features":
         assert rep_rows is not None and h is not None

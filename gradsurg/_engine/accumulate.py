@@ -1,101 +1,130 @@
-"""Accumulate: the micro-batches of one step collected with ``backward(..., sync=False)``.
+"""Accumulate: the micro-batches of one step, keyed by task name.
 
-The window is open from the first ``sync=False`` call to the syncing call (or ``zero_grad``).
-Per-task paths hold their capture here (J itself holds the summed rows); a step between
-refreshes (``refresh_every``) has written its gradients already and keeps only its losses, for
-the stats of the whole step.
+The window is open from the first ``backward(..., sync=False)`` call to the syncing call (or
+``zero_grad``). Each micro-batch may hold any subset of the tasks (one task per batch — a
+classification batch, then a generation batch — or mixed batches in which a task happens to be
+missing). Task t's gradients are summed over the micro-batches it appeared in, for every
+parameter it reached; the syncing call runs one surgery over the union of the tasks seen:
+
+- J's row t is task t's summed gradient of the shared parameters, which are those reached by
+  two or more tasks *over the window* (or ``shared=``), so a task-homogeneous window still
+  finds the shared trunk;
+- the other parameters get their plain summed gradient;
+- ``accumulate="mean"`` divides task t's sums (its row, its losses, its own parameters'
+  gradients) by the number of micro-batches it appeared in.
+
+So ``method="sum"`` equals plain ``loss.backward()`` accumulation over the same micro-batches,
+and any method equals one big-batch step whose task losses are the window's summed task losses.
+
+A step between refreshes (``refresh_every``) writes its gradients at once and keeps only its
+losses here, for the stats of the whole step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
 
 from .._stats import SurgeryStats
-from .capture import Captured
 from .plan import StepPlan
 
-__all__ = ["AccumulationWindow"]
+__all__ = ["AccumulationWindow", "TaskSums"]
 
 
-@dataclass(frozen=True)
-class _Held:
-    """Held per-task micro-batches: their tasks, shared-parameter key, and what was captured
-    besides J (which holds their summed per-task gradients)."""
+@dataclass
+class TaskSums:
+    """One task's sums over the micro-batches of a window.
 
-    names: tuple[str, ...]
-    key: tuple | None
-    captured: Captured
+    Attributes:
+        grads: ``id(param) → (param, Σ gradient)`` for every parameter the task reached
+            (gradients of α_t L_t; under FSDP2 this rank's shard).
+        loss: the summed detached loss (float64, on its device).
+        count: how many micro-batches the task appeared in.
+    """
+
+    grads: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    loss: Tensor | None = None
+    count: int = 0
 
 
 class AccumulationWindow:
     """The micro-batches accumulated since the last applied step."""
 
     def __init__(self) -> None:
-        self._held: _Held | None = None
+        self.tasks: dict[str, TaskSums] = {}  # in the order the tasks were first seen
+        self.micro_batches = 0  # per-task micro-batches held
+        self.tasks_per_backward = 1 << 30  # the fewest tasks one autograd call took
         # (tasks, summed losses, micro-batches) of a cached-weights step being accumulated
         self._cached: tuple[tuple[str, ...], Tensor, int] | None = None
 
     @property
     def open(self) -> bool:
         """Whether per-task micro-batches wait for a syncing call."""
-        return self._held is not None
+        return self.micro_batches > 0
 
     @property
     def pending(self) -> bool:
         """Whether any micro-batch (per-task or cached-weights) waits for a syncing call."""
-        return self._held is not None or self._cached is not None
+        return self.open or self._cached is not None
 
     @property
-    def names(self) -> tuple[str, ...] | None:
-        """The tasks of the held micro-batches (None when the window is not open)."""
-        return None if self._held is None else self._held.names
-
-    @property
-    def key(self) -> tuple | None:
-        """The shared-parameter key of the held micro-batches (None without shared ones)."""
-        return None if self._held is None else self._held.key
-
-    @property
-    def micro_batches(self) -> int:
-        """How many per-task micro-batches are held."""
-        return 0 if self._held is None else self._held.captured.micro_batches
+    def names(self) -> tuple[str, ...]:
+        """The tasks seen in the window, in the order they were first seen."""
+        return tuple(self.tasks)
 
     def check(self, plan: StepPlan) -> None:
-        """Refuse a micro-batch whose tasks differ from the held ones'.
+        """Refuse a micro-batch whose tasks differ from those of the cached-weights
+        micro-batches already written (their weights belong to those tasks).
 
         Raises:
             ValueError: naming ``losses``; nothing is changed.
         """
-        names = self.names if self._held is not None else None if self._cached is None else self._cached[0]
-        if names is not None and names != tuple(plan.names):
+        if self._cached is not None and self._cached[0] != tuple(plan.names):
             raise ValueError(
-                f"losses: the micro-batches accumulated with sync=False have tasks "
-                f"{list(names)}; got {list(plan.names)}"
+                f"losses: the micro-batches accumulated with sync=False between refreshes have tasks "
+                f"{list(self._cached[0])} and used their cached weights; got {list(plan.names)}"
             )
 
-    def merge(self, captured: Captured) -> Captured:
-        """The held capture followed by ``captured`` (itself when nothing is held)."""
-        return captured if self._held is None else self._held.captured.merge(captured)
+    def add(self, plan: StepPlan, task: int, grads: list[Tensor | None], loss: Tensor) -> None:
+        """Add task ``task`` of ``plan``'s gradients (of ``plan.targets(plan.reached[task])``,
+        already localised) and its loss."""
+        sums = self.tasks.setdefault(plan.names[task], TaskSums())
+        for k, g in zip(plan.reached[task], grads):
+            if g is None:
+                continue
+            p = plan.params[k]
+            held = sums.grads.get(id(p))
+            if held is None:
+                # Owned storage: autograd may hand out expanded or aliased gradients (one tensor
+                # for both inputs of an addition), which must not be added into in place.
+                sums.grads[id(p)] = (p, g.clone(memory_format=torch.contiguous_format))
+            else:
+                held[1].add_(g)
+        value = loss.detach().to(torch.float64)
+        sums.loss = value if sums.loss is None else sums.loss + value.to(sums.loss.device)
+        sums.count += 1
 
-    def hold(self, plan: StepPlan, key: tuple | None, captured: Captured) -> None:
-        """Keep a ``sync=False`` micro-batch (already merged) until the syncing call."""
-        self._held = _Held(tuple(plan.names), key if plan.shared else None, captured)
+    def close_micro_batch(self, tasks_per_backward: int) -> None:
+        """One micro-batch was added."""
+        self.micro_batches += 1
+        self.tasks_per_backward = min(self.tasks_per_backward, tasks_per_backward)
 
-    def close(self) -> None:
-        """The syncing call took the held micro-batches."""
-        self._held = None
+    def take(self) -> tuple[dict[str, TaskSums], int, int]:
+        """The window's sums, micro-batches and tasks per backward; the window is emptied."""
+        taken = (self.tasks, self.micro_batches, self.tasks_per_backward)
+        self.tasks, self.micro_batches, self.tasks_per_backward = {}, 0, 1 << 30
+        return taken
 
     def discard(self, error: BaseException | None = None) -> None:
         """Drop every held micro-batch (``zero_grad``, or a failed capture, which ``error``
         then says)."""
-        if self._held is not None and error is not None:
+        if self.open and error is not None:
             note = getattr(error, "add_note", None)  # Python ≥ 3.11
             if note is not None:
                 note("gradsurg: the micro-batches accumulated with sync=False were discarded")
-        self._held = None
+        self.take()
         self._cached = None
 
     def add_cached(self, plan: StepPlan) -> None:
@@ -113,4 +142,10 @@ class AccumulationWindow:
         if cached is None:
             return stats
         _, total, count = cached
-        return replace(stats, losses=stats.losses + total.cpu() * (inv_scale or 1.0), micro_batches=count + 1)
+        counts = tuple(c + count for c in stats.task_micro_batches)
+        return replace(
+            stats,
+            losses=stats.losses + total.cpu() * (inv_scale or 1.0),
+            micro_batches=count + 1,
+            task_micro_batches=counts,
+        )

@@ -32,8 +32,8 @@ def check_dense(name: str, k: int, grad: Tensor) -> None:
 
 @dataclass
 class Captured:
-    """What the capture stage produced besides the rows of J (summed over the micro-batches of
-    an accumulated step).
+    """What the capture stage produced besides the rows of J (of the whole window for an
+    accumulated step).
 
     Attributes:
         specific: position in the plan's ``params`` → Σ_t α_t ∇L_t for task-specific parameters
@@ -51,40 +51,17 @@ class Captured:
     micro_batches: int = 0
     tasks_per_backward: int = 1
 
-    def merge(self, other: Captured) -> Captured:
-        """This capture followed by ``other`` (a later micro-batch of the same step)."""
-        specific = dict(self.specific)
-        for k, g in other.specific.items():
-            previous = specific.get(k)
-            specific[k] = g if previous is None else previous + g
-        return Captured(
-            specific,
-            _and(self.finite_specific, other.finite_specific),
-            _add(self.losses, other.losses),
-            self.micro_batches + other.micro_batches,
-            min(self.tasks_per_backward, other.tasks_per_backward),
-        )
-
-
-def _and(a: Tensor | None, b: Tensor | None) -> Tensor | None:
-    return b if a is None else a if b is None else a & b.to(a.device)
-
-
-def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
-    return b if a is None else a if b is None else a + b.to(a.device)
-
 
 def capture_task_gradients(
     plan: StepPlan,
     buffers: SharedBuffers | None,
     kernels: Sequence[Backend],
     *,
-    accumulate: bool = False,
     on_row: Callable[[Tensor], None] | None = None,
     batching: TaskBatching | None = None,
 ) -> Captured:
     """Run T autograd passes; write task t's gradients of the shared parameters into row t of J
-    (of every layout group), or add them to it with ``accumulate`` (a later micro-batch).
+    (of every layout group).
 
     Gradients are of α_t L_t. A shared parameter a task does not reach gets a zero segment.
     ``on_row`` is called with each group's row of task t once it is complete (a data-parallel
@@ -116,11 +93,7 @@ def capture_task_gradients(
         flags.append(all_finite(task_specific).to(loss.device) if task_specific else loss.new_ones((), dtype=torch.bool))
         if buffers is not None:
             for group, part, backend in zip(buffers.groups, buffers.split(row), kernels):
-                if accumulate:
-                    present = [(d, g) for d, g in zip(group.rows[t], part) if g is not None]
-                    if present:
-                        torch._foreach_add_([d for d, _ in present], [g for _, g in present])
-                elif group.matrix.dtype != group.grad_dtype:
+                if group.matrix.dtype != group.grad_dtype:
                     reference.flatten_into(group.rows[t], part)  # narrower J: torch converts the dtype
                 else:
                     backend.flatten_into(group.rows[t], part)

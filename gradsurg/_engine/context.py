@@ -13,7 +13,6 @@ from .._buffer import SharedBuffers
 from ..kernels import get_backend
 from .accumulate import AccumulationWindow
 from .batching import TaskBatching
-from .plan import StepPlan
 from .reduce import LocalReduce
 
 if TYPE_CHECKING:
@@ -31,26 +30,13 @@ class BufferCache:
         self.j_dtype = j_dtype
         self.current: SharedBuffers | None = None
 
-    def acquire(self, plan: StepPlan, window: AccumulationWindow) -> SharedBuffers | None:
-        """The buffers for this step's shared parameters and T (None without any).
-
-        Raises:
-            ValueError: a micro-batch of an accumulated step found other shared parameters.
-        """
-        if not plan.shared:
-            if window.open and window.key is not None:
-                raise ValueError(
-                    "losses: this micro-batch reaches no shared parameter, the earlier ones did; pass shared="
-                )
+    def acquire(self, shared: list[Tensor], num_tasks: int) -> SharedBuffers | None:
+        """The buffers for these shared parameters and T (None without any)."""
+        if not shared:
             return None
-        key = SharedBuffers.make_key(plan.shared, plan.num_tasks, self.j_dtype)
-        if window.open and window.key != key:
-            raise ValueError(
-                "losses: this micro-batch reaches other shared parameters than the earlier ones "
-                "accumulated with sync=False; pass shared= to fix the shared set"
-            )
+        key = SharedBuffers.make_key(shared, num_tasks, self.j_dtype)
         if self.current is None or self.current.key != key:
-            self.current = SharedBuffers(plan.shared, plan.num_tasks, self.j_dtype)
+            self.current = SharedBuffers(shared, num_tasks, self.j_dtype)
         return self.current
 
 
@@ -66,6 +52,8 @@ class StepContext:
         batching: how the capture asks autograd for the per-task gradients.
         add_parameters: gives learnable method parameters created in this step to the caller's
             optimizer (None: they only get their ``.grad``).
+        window_names: at the syncing call of an accumulation window, the tasks of the whole
+            window (agreed by every rank, in the engine's order); None otherwise.
     """
 
     options: Options
@@ -74,6 +62,7 @@ class StepContext:
     buffers: BufferCache
     batching: TaskBatching
     add_parameters: Callable[[Sequence[Tensor]], None] | None = None
+    window_names: tuple[str, ...] | None = None
 
     def kernels(self, device: torch.device) -> Backend:
         """The kernel backend for ``device``."""

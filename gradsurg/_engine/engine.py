@@ -24,7 +24,7 @@ from .batching import TaskBatching
 from .context import BufferCache, StepContext
 from .groups import GroupedGramPath
 from .paths import StepPath, path_for
-from .plan import StepPlan, plan_step
+from .plan import plan_step
 from .reduce import LocalReduce, make_reducer
 from .refresh import RefreshSchedule
 from .representation import RepresentationPath
@@ -91,20 +91,34 @@ class Engine:
         check_backward(
             self.options, sync=sync, features=features, retain_graph=retain_graph, pending=self.window.pending
         )
-        previous = self.window.names if self.window.open else self.task_names
+        declared = self.options.tasks
         plan = plan_step(
             losses,
             self.options.task_weights,
             params,
             self.options.shared,
             retain_graph=retain_graph,
-            previous_names=previous,
+            previous_names=declared or self.task_names,
             sharding=self._sharding(params),
         )
-        self._check_tasks(plan)
+        if declared is not None:
+            unknown = [n for n in plan.names if n not in declared]
+            if unknown:
+                raise ValueError(f"losses: task(s) {unknown} are not among the declared tasks {list(declared)}")
+        self.window.check(plan)
         cached = None if features is not None else self.refresh.cached_path(plan, self.window)
         path: StepPath = RepresentationPath(features) if features is not None else cached or self.path
-        ctx = StepContext(self.options, self.reducer, self.window, self.buffers, self.batching, add_parameters)
+        window_names = None
+        if sync and self.window.open:
+            # The syncing call of a window: one surgery over the union of its tasks.
+            union = list(dict.fromkeys([*self.window.names, *plan.names]))
+            window_names = self._order(self.reducer.agree_names(union))
+            self._check_tasks(window_names)
+        elif sync:
+            self._check_tasks(tuple(plan.names))
+        ctx = StepContext(
+            self.options, self.reducer, self.window, self.buffers, self.batching, add_parameters, window_names
+        )
         saved = self._save_method_state()
         try:
             stats = path.run(plan, ctx, sync=sync)
@@ -122,7 +136,7 @@ class Engine:
         if stats.skipped:
             self._restore_method_state(saved)
             return stats
-        self.task_names = tuple(plan.names)
+        self.task_names = stats.task_names
         return self.refresh.count(plan, stats, refreshed=cached is None, scale=self.options.scale(plan.num_tasks))
 
     def discard_window(self) -> None:
@@ -150,12 +164,35 @@ class Engine:
         handles = fsdp_handles(params, list(self.method.parameters()))
         return None if handles is None else Sharding(handles, self.options.process_group)
 
-    def _check_tasks(self, plan: StepPlan) -> None:
-        """Refuse a step whose tasks differ from those the method's state or the accumulation
-        window belongs to."""
-        self.window.check(plan)
-        names = tuple(plan.names)
-        self.method.check_num_tasks(plan.num_tasks)
+    def _order(self, names: list[str]) -> tuple[str, ...]:
+        """A window's tasks in the declared order, else in the last step's order when they are
+        the same tasks (per-task state follows the names), else as first seen."""
+        declared = self.options.tasks
+        if declared is not None:
+            return tuple(n for n in declared if n in names)
+        if self.task_names is not None and sorted(self.task_names) == sorted(names):
+            return self.task_names
+        return tuple(names)
+
+    def _check_tasks(self, names: tuple[str, ...]) -> None:
+        """Refuse a step whose tasks differ from those the method's state belongs to.
+
+        The rule for a step in which a declared task is absent: methods that keep per-task
+        state (``tied_to_num_tasks``: GradVac's targets, Nash-MTL's weights, DWA's loss
+        history, uncertainty weighting's log-variances, …) cannot keep it for a task they do
+        not see, so they need every declared task in every step; every other method runs on
+        the tasks present.
+        """
+        declared = self.options.tasks
+        if declared is not None and self.method.tied_to_num_tasks and names != declared:
+            missing = [n for n in declared if n not in names]
+            raise ValueError(
+                f"losses: {type(self.method).__name__} keeps per-task state for the declared tasks "
+                f"{list(declared)}, and this step lacks {missing}; make every step (accumulation "
+                "window) hold every task, e.g. gradient_accumulation_steps ≥ the number of tasks "
+                "with a task-homogeneous sampler, or use a method without per-task state"
+            )
+        self.method.check_num_tasks(len(names))
         tied = self.method.tied_to_num_tasks and getattr(self.method, "_num_tasks", None) is not None
         if tied and self.task_names is not None and sorted(self.task_names) != sorted(names):
             raise ValueError(

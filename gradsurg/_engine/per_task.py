@@ -12,11 +12,12 @@ from torch import Tensor
 
 from .._stats import SurgeryStats, make_stats
 from ..methods.base import GramMethod, MatrixMethod, Method
-from .capture import Captured, capture_task_gradients
+from .capture import Captured, capture_task_gradients, check_dense
 from .context import StepContext
 from .decide import all_finite, nonfinite_tasks
 from .gram import HostView, gram_parts, to_host
 from .plan import StepPlan
+from .window_step import window_step
 from .write import combine_upcast, combine_wide, write_shared, write_specific
 
 if TYPE_CHECKING:
@@ -37,34 +38,65 @@ class PerTaskGradientPath:
     handles_groups = True
 
     def run(self, plan: StepPlan, ctx: StepContext, *, sync: bool = True) -> SurgeryStats | None:
-        window = ctx.window
-        buffers = ctx.buffers.acquire(plan, window)
-        kernels = [ctx.kernels(group.matrix.device) for group in buffers.groups] if buffers else []
+        if sync and not ctx.window.open:
+            return self._direct(plan, ctx)
+        self._capture_into_window(plan, ctx)
+        if not sync:
+            return None
+        assert ctx.window_names is not None
+        return self._sync_window(plan, ctx, ctx.window_names)
+
+    def _check_groups(self, buffers: SharedBuffers | None, ctx: StepContext) -> None:
         if buffers is not None and len(buffers.groups) > 1 and not self.handles_groups:
             raise ValueError(
                 f"shared: {ctx.options.method.name} works on J itself and needs the shared parameters "
                 "on one device in one dtype; found several (device, dtype) groups: pass shared= "
                 "for one group, or use a Gram-based method"
             )
+
+    def _direct(self, plan: StepPlan, ctx: StepContext) -> SurgeryStats:
+        """A step of one micro-batch: the gradients straight into J."""
+        buffers = ctx.buffers.acquire(plan.shared, plan.num_tasks)
+        kernels = [ctx.kernels(group.matrix.device) for group in buffers.groups] if buffers else []
+        self._check_groups(buffers, ctx)
+        captured = capture_task_gradients(
+            plan, buffers, kernels, on_row=ctx.reducer.row_ready, batching=ctx.batching
+        )
         try:
-            captured = capture_task_gradients(
-                plan,
-                buffers,
-                kernels,
-                accumulate=window.open,
-                on_row=ctx.reducer.row_ready if sync else None,
-                batching=ctx.batching,
-            )
+            return self._finish(plan, ctx, buffers, kernels, captured)
+        finally:
+            if buffers is not None:
+                buffers.release()
+
+    def _capture_into_window(self, plan: StepPlan, ctx: StepContext) -> None:
+        """A micro-batch: each task's gradients added to its sums in the window."""
+        window = ctx.window
+        ctx.reducer.check_micro_batch_tasks(plan.names)
+        try:
+            most = 1
+            for t, grads in ctx.batching.gradients(plan):
+                for k, g in zip(plan.reached[t], grads):
+                    if g is not None:
+                        check_dense(plan.names[t], k, g)
+                window.add(plan, t, plan.localize(plan.reached[t], grads), plan.scalars[t])
+                most = max(most, min(ctx.batching.chunk, plan.num_tasks) if ctx.batching.active else 1)
         except BaseException as error:
             window.discard(error)
             raise
-        captured = window.merge(captured)
-        if not sync:
-            window.hold(plan, None if buffers is None else buffers.key, captured)
-            return None
-        window.close()
+        window.close_micro_batch(most)
+
+    def _sync_window(self, plan: StepPlan, ctx: StepContext, names: tuple[str, ...]) -> SurgeryStats:
+        """The syncing call of a window: one surgery over the union of its tasks."""
+        sums, micro_batches, tasks_per_backward = ctx.window.take()
+        step = window_step(plan, sums, names, ctx)
+        buffers = ctx.buffers.acquire(step.plan.shared, step.plan.num_tasks)
+        kernels = [ctx.kernels(group.matrix.device) for group in buffers.groups] if buffers else []
+        self._check_groups(buffers, ctx)
         try:
-            return self._finish(plan, ctx, buffers, kernels, captured)
+            captured = step.fill(buffers, kernels, micro_batches, tasks_per_backward)
+            return replace(
+                self._finish(step.plan, ctx, buffers, kernels, captured), task_micro_batches=step.counts
+            )
         finally:
             if buffers is not None:
                 buffers.release()

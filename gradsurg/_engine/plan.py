@@ -27,6 +27,9 @@ class StepPlan:
         reached: per task, the positions in ``params`` of the parameters its loss reaches.
         shared_idx: positions in ``params`` of the shared parameters.
         retain_graph: whether the caller wants the graph kept after the last backward.
+        sharding: the FSDP2 shards among ``params`` (None without FSDP2).
+        num_candidates: how many of ``params`` are the candidates (the optimizer's); the rest
+            are leaves outside it.
     """
 
     names: list[str]
@@ -37,6 +40,7 @@ class StepPlan:
     shared_idx: list[int]
     retain_graph: bool
     sharding: Sharding | None = None
+    num_candidates: int = -1
 
     def targets(self, positions: Sequence[int]) -> list[Tensor]:
         """What autograd differentiates for ``params[k]``: the parameter itself, or under FSDP2
@@ -63,8 +67,8 @@ class StepPlan:
 
     @property
     def num_tasks(self) -> int:
-        """T, the number of losses."""
-        return len(self.scalars)
+        """T, the number of tasks."""
+        return len(self.names)
 
     @property
     def shared(self) -> list[Tensor]:
@@ -83,13 +87,14 @@ def trainable_parameters(param_groups: Sequence[Mapping]) -> list[Tensor]:
     return params
 
 
-def _task_order(names: list[str], previous: Sequence[str] | None) -> list[int] | None:
-    """The permutation that puts ``names`` in the order of the previous step, if they are the
-    same names in another order (a dict built differently); None to keep them as they are."""
-    if previous is None or list(previous) == names or sorted(previous) != sorted(names):
+def _task_order(names: list[str], reference: Sequence[str] | None) -> list[int] | None:
+    """The permutation that puts ``names`` in the order of ``reference`` (the declared tasks,
+    or the previous step's) when every name is in it (a dict built differently, or a subset of
+    the declared tasks); None to keep them as they are."""
+    if reference is None or list(reference) == names or not set(names) <= set(reference):
         return None
     where = {n: i for i, n in enumerate(names)}
-    return [where[n] for n in previous]
+    return [where[n] for n in reference if n in where]
 
 
 def _check_visibility(names: list[str], traces: list[LossReach], shared_given: bool) -> None:
@@ -174,4 +179,4 @@ def plan_step(
         shared_idx = [index[id(p)] for p in shared]
         # Declared shared parameters a task does not reach get a zero row segment.
         reached = [sorted(set(r) | set(shared_idx)) for r in reached]
-    return StepPlan(names, scalars, alphas, params, reached, shared_idx, retain_graph, sharding)
+    return StepPlan(names, scalars, alphas, params, reached, shared_idx, retain_graph, sharding, num_candidates)

@@ -60,6 +60,22 @@ class LocalReduce:
         the same J (one process, exact mode), so nothing to exchange."""
         return ok
 
+    def agree_names(self, names: Sequence[str]) -> list[str]:
+        """The union of the tasks every rank's accumulation window saw (in first-seen order,
+        rank 0's first)."""
+        return list(names)
+
+    def agree_reach(self, reach: Tensor) -> Tensor:
+        """``(T, K)`` 0/1: whether task t reached candidate parameter k on any rank."""
+        return reach
+
+    def sum_counts(self, counts: Tensor) -> Tensor:
+        """``(T,)`` micro-batch counts summed over the ranks."""
+        return counts
+
+    def check_micro_batch_tasks(self, names: Sequence[str]) -> None:
+        """Nothing to check in one process (FSDP2 needs every rank on the same tasks)."""
+
     def mean_(self, tensors: Sequence[Tensor]) -> None:
         """Nothing to average in one process."""
 
@@ -123,6 +139,31 @@ class DataParallel(LocalReduce):
         """Local mode: each rank has its own weights, so agree (exact mode: they are equal)."""
         return ok if self.exact else self.agree(ok)
 
+    def agree_names(self, names: Sequence[str]) -> list[str]:
+        """The union of the ranks' window tasks, the same list on every rank (exact mode; in
+        local mode each rank keeps its own window)."""
+        if not self.exact:
+            return list(names)
+        gathered: list[Any] = [None] * self.world_size
+        self._dist.all_gather_object(gathered, list(names), group=self.group)
+        return list(dict.fromkeys(name for rank in gathered for name in rank))
+
+    def agree_reach(self, reach: Tensor) -> Tensor:
+        """Whether task t reached parameter k on any rank (exact mode)."""
+        if not self.exact:
+            return reach
+        out = reach.clone()
+        self._dist.all_reduce(out, op=self._dist.ReduceOp.MAX, group=self.group)
+        return out
+
+    def sum_counts(self, counts: Tensor) -> Tensor:
+        """Micro-batch counts summed over the ranks (exact mode)."""
+        if not self.exact:
+            return counts
+        out = counts.clone()
+        self._dist.all_reduce(out, group=self.group)
+        return out
+
     def mean_(self, tensors: Sequence[Tensor]) -> None:
         """Average ``tensors`` over the ranks, in place."""
         mean_over_ranks_(tensors, self.group)
@@ -160,6 +201,23 @@ class ShardedReduce(DataParallel):
 
     def row_ready(self, row: Tensor) -> None:
         """Rows hold shards: nothing to all-reduce."""
+
+    def check_micro_batch_tasks(self, names: Sequence[str]) -> None:
+        """Every rank must take the same tasks in a micro-batch: each task's gradient is
+        reduce-scattered as it is taken, one collective per task.
+
+        Raises:
+            ValueError: naming ``losses``, on every rank.
+        """
+        gathered: list[Any] = [None] * self.world_size
+        self._dist.all_gather_object(gathered, list(names), group=self.group)
+        if any(rank != gathered[0] for rank in gathered):
+            raise ValueError(
+                f"losses: under FSDP2 every rank must hold the same tasks in each accumulated "
+                f"micro-batch (each task's gradient shards are reduced as it is taken); the ranks hold "
+                f"{gathered}. Use a sampler that gives every rank the same task at the same "
+                "micro-step (gradsurg.data.MultiTaskBatchSampler does)"
+            )
 
     def reduce_captured(self, captured: Captured) -> None:
         """Average the losses (the shards were averaged at capture)."""

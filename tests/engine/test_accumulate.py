@@ -77,19 +77,6 @@ def test_step_refuses_an_unsynced_accumulation_and_zero_grad_discards_it(make_mo
     opt.step()  # nothing pending any more, no gradients: a plain no-op step
 
 
-def test_a_micro_batch_with_other_tasks_is_refused(make_model):
-    model, _, _ = make_model(3)
-    (x, y), _ = _micro_batches(3, k=2)
-    opt = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method="pcgrad")
-    losses = model.losses(x, y)
-    opt.backward({"a": losses[0], "b": losses[1]}, sync=False)
-    losses = model.losses(x, y)
-    with pytest.raises(
-        ValueError, match=r"losses: the micro-batches accumulated with sync=False have tasks \['a', 'b'\]"
-    ):
-        opt.backward({"a": losses[0], "c": losses[2]})
-
-
 @pytest.mark.parametrize("name", sorted(set(gradsurg.available_methods()) - set(METHODS)))
 def test_sync_false_is_refused_for_methods_that_weigh_losses(name, make_model):
     model, x, y = make_model(2)

@@ -27,20 +27,3 @@ def test_capture_writes_each_task_gradient_into_its_row_and_touches_no_grad(make
     assert captured.finite_specific.tolist() == [True, True, True]
     assert captured.micro_batches == 1
     torch.testing.assert_close(captured.losses, torch.stack(losses).double().detach())
-
-
-def test_capture_accumulate_adds_into_the_rows(make_model):
-    model, x, y = make_model(2)
-    params = list(model.parameters())
-    kernels = [get_backend("torch", torch.device("cpu"))]
-    plan = plan_step(model.losses(x, y), None, params, None)
-    buffers = SharedBuffers(plan.shared, 2)
-    first = capture_task_gradients(plan, buffers, kernels)
-    once = buffers.groups[0].matrix.clone()
-    plan = plan_step(model.losses(x, y), None, params, None)
-    second = capture_task_gradients(plan, buffers, kernels, accumulate=True)
-    torch.testing.assert_close(buffers.groups[0].matrix, 2 * once)
-    merged = first.merge(second)
-    assert merged.micro_batches == 2
-    for k, g in first.specific.items():
-        torch.testing.assert_close(merged.specific[k], 2 * g)
