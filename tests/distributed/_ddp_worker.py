@@ -59,6 +59,32 @@ def _full(p: torch.Tensor) -> torch.Tensor:
     return full.detach().clone()
 
 
+def window_losses(model, rank: int, world: int, step: int, patterns: dict) -> list[tuple[dict, bool]]:
+    """Task-keyed micro-batches of one step on one rank: micro-batch m holds the tasks
+    ``patterns[rank][m]`` (indices), on this rank's shard of the data; (losses, is last)."""
+    shard = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
+    out = []
+    pattern = patterns[rank]
+    for micro, tasks in enumerate(pattern):
+        x, y = data(step, micro)
+        losses = model(x[shard], y[shard])
+        out.append(({f"t{t}": losses[t] for t in tasks}, micro == len(pattern) - 1))
+    return out
+
+
+def run_windows(model, opt, rank, world, patterns):
+    """STEPS steps of task-keyed windows; the parameters after every step and the stats."""
+    snapshots, seen = [], []
+    for step in range(STEPS):
+        opt.zero_grad()
+        for losses, last in window_losses(model, rank, world, step, patterns):
+            stats = opt.backward(losses, sync=last)
+        seen.append((stats.task_names, stats.task_micro_batches))
+        opt.step()
+        snapshots.append([_full(p) for p in model.parameters()])
+    return snapshots, seen
+
+
 def run_case(model, opt, rank, world, *, micro_batches=1, nan_rank=None, nonfinite_step=None):
     """STEPS steps on this rank's shard; returns the parameters after every step and outcomes."""
     snapshots, outcomes = [], []
@@ -112,10 +138,14 @@ def worker(rank: int, world: int, port: int, out_dir: str, cases: list[dict]) ->
                 data_parallel=case.get("mode", "exact"),
                 nonfinite=case.get("nonfinite", "raise"),
                 batch_tasks=case.get("batch_tasks", False),
+                tasks=case.get("tasks"),
             )
             expected = "ShardedReduce" if case.get("fsdp") else "DataParallel"
             assert type(opt._engine.reducer).__name__ == expected, type(opt._engine.reducer).__name__
             try:
+                if case.get("patterns") is not None:
+                    results[case["id"]] = run_windows(ddp, opt, rank, world, case["patterns"])
+                    continue
                 results[case["id"]] = run_case(
                     ddp,
                     opt,

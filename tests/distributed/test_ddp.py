@@ -38,6 +38,19 @@ CASES = [
     {"id": "fsdp-uw", "method": "uw", "fsdp": True},
     {"id": "fsdp-accumulate", "method": "mgda", "fsdp": True, "micro_batches": 2},
     {"id": "fsdp-nan", "method": "pcgrad", "fsdp": True, "nan_rank": 0, "nonfinite_step": 1, "nonfinite": "skip"},
+    # Task-keyed windows (one task per micro-batch, other tasks on each rank; a rank may lack a
+    # task for the whole window).
+    {"id": "tasks-upgrad", "method": "upgrad", "patterns": {0: [(0,), (1,), (2,)], 1: [(2,), (0,), (1,)]}},
+    {"id": "tasks-absent", "method": "mgda", "patterns": {0: [(0,), (0,)], 1: [(1,), (2,)]}},
+    {"id": "tasks-sum", "method": "sum", "patterns": {0: [(0, 1), (2,)], 1: [(1,), (2,)]}},
+    {
+        "id": "tasks-gradvac",
+        "method": "gradvac",
+        "tasks": ["t0", "t1", "t2"],
+        "patterns": {0: [(1,), (0, 2)], 1: [(2,), (1, 0)]},
+    },
+    {"id": "fsdp-tasks", "method": "upgrad", "fsdp": True, "patterns": {0: [(0,), (1,), (2,)], 1: [(0,), (1,), (2,)]}},
+    {"id": "fsdp-tasks-differ", "method": "upgrad", "fsdp": True, "patterns": {0: [(0,), (1,)], 1: [(1,), (0,)]}},
 ]
 
 
@@ -127,3 +140,60 @@ def test_local_mode_keeps_replicas_identical_but_is_an_approximation(ranks):
     expected, _ = _reference({"method": "mgda"})
     differs = any(not torch.allclose(a, b, rtol=1e-4) for a, b in zip(per_rank[0][0][-1], expected[-1]))
     assert differs  # the mean of per-rank MGDA is not MGDA of the global batch
+
+
+def _window_reference(case):
+    """One process that saw every rank's micro-batches: each rank's losses divided by the world
+    size (DDP averages the ranks' gradients), all in one window."""
+    model = w.make_model()
+    opt = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method=case["method"], tasks=case.get("tasks"))
+    snapshots = []
+    for step in range(w.STEPS):
+        opt.zero_grad()
+        micro = [
+            ({k: v / WORLD for k, v in losses.items()}, False)
+            for rank in range(WORLD)
+            for losses, _ in w.window_losses(model, rank, WORLD, step, case["patterns"])
+        ]
+        for i, (losses, _) in enumerate(micro):
+            opt.backward(losses, sync=i == len(micro) - 1)
+        opt.step()
+        snapshots.append([p.detach().clone() for p in model.parameters()])
+    return snapshots
+
+
+@pytest.mark.parametrize("case_id", ["tasks-upgrad", "tasks-absent", "tasks-sum", "tasks-gradvac", "fsdp-tasks"])
+def test_task_keyed_windows_equal_one_process_that_saw_every_rank(ranks, case_id):
+    case = next(c for c in CASES if c["id"] == case_id)
+    per_rank = _result(ranks, case_id)
+    _assert_bitwise_equal_across_ranks(per_rank)
+    expected = _window_reference(case)
+    names, counts = per_rank[0][1][0]
+    assert sorted(names) == ["t0", "t1", "t2"]  # the union over the ranks, on every rank
+    assert sum(counts) == sum(len(tasks) for pattern in case["patterns"].values() for tasks in pattern)
+    for step, (got, want) in enumerate(zip(per_rank[0][0], expected)):
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"step {step + 1}")
+
+
+def test_sum_on_task_keyed_windows_equals_plain_ddp_accumulation(ranks):
+    """The ``sum`` run is plain DDP: the gradient of each rank's summed micro-batch losses,
+    averaged over the ranks (written out here by hand)."""
+    case = next(c for c in CASES if c["id"] == "tasks-sum")
+    per_rank = _result(ranks, "tasks-sum")
+    model = w.make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(w.STEPS):
+        opt.zero_grad()
+        for rank in range(WORLD):
+            for losses, _ in w.window_losses(model, rank, WORLD, step, case["patterns"]):
+                (sum(losses.values()) / WORLD).backward()
+        opt.step()
+        for a, b in zip(per_rank[0][0][step], model.parameters()):
+            torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_fsdp_windows_whose_ranks_hold_other_tasks_are_refused_on_every_rank(ranks):
+    for r in range(WORLD):
+        result = ranks[r]["fsdp-tasks-differ"]
+        assert isinstance(result, str) and "under FSDP2 every rank must hold the same tasks" in result
