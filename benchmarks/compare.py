@@ -30,7 +30,7 @@ import importlib
 import time
 from pathlib import Path
 
-from .common import machine_facts, stream_copy_bandwidth
+from ._harness import bytes_moved, copy_bandwidth, machine_facts
 
 SECTIONS = {
     "aggregation": "compare_aggregation",
@@ -42,12 +42,6 @@ SECTIONS = {
 
 #: The library whose time every ratio divides by, per section, in order of preference.
 GRADSURG = ("gradsurg[cpp]", "gradsurg[torch]")
-
-
-def aggregation_bytes(num_tasks: int, size: int) -> int:
-    """Bytes one fp32 surgery step must move: flatten (read T grads, write J), Gram (read J),
-    combine (read J, write the gradient) — 4(4T + 1)P."""
-    return 4 * (4 * num_tasks + 1) * size
 
 
 def _fmt_ms(ms: float) -> str:
@@ -80,7 +74,8 @@ def aggregation_table(rows: list[dict], bandwidth: float) -> str:
     for r in rows:
         ours = _ours(rows, _case_key(r))
         ratio = f"{r['median_ms'] / ours['median_ms']:.1f}×" if ours else "—"
-        bound_ms = 1e3 * aggregation_bytes(r["T"], r["P"]) / bandwidth
+        # One fp32 surgery step: flatten, Gram and combine, 4(4T + 1)P bytes.
+        bound_ms = 1e3 * bytes_moved("step", r["T"], r["P"]) / bandwidth
         lines.append(
             f"| {r['T']} | {_fmt_p(r['P'])} | {r['method']} | {r['library']} | {_fmt_ms(r['median_ms'])} "
             f"| {ratio} | {r['median_ms'] / bound_ms:.2f} | {r['check']} |"
@@ -270,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     args.out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    bandwidth = stream_copy_bandwidth()
+    bandwidth = copy_bandwidth()
     header = (f"machine: {machine_facts()}\nSTREAM-like copy bandwidth: {bandwidth / 1e9:.1f} GB/s\n"
               f"command: python -m benchmarks.compare {' '.join(argv) if argv is not None else ''}".rstrip())
     print(header, flush=True)

@@ -67,7 +67,7 @@ from gradsurg.methods.gradvac import gradvac_weights
 from gradsurg.methods.pcgrad import pcgrad_weights
 
 from . import peers
-from .common import machine_facts, median_time
+from ._harness import machine_facts, median_time, split_sizes
 
 __all__ = ["METHODS", "run"]
 
@@ -97,8 +97,7 @@ def make_grads(num_tasks: int, size: int, num_params: int = 10, seed: int = 0) -
     """``grads[t][k]``: task t's fp32 gradient of parameter k, ``num_params`` parameters totalling
     ``size`` elements, with mixed conflicts and norms (see the module docstring)."""
     gen = torch.Generator().manual_seed(seed)
-    sizes = [size // num_params] * num_params
-    sizes[-1] += size - sum(sizes)
+    sizes = split_sizes(size, num_params)
     b = torch.rand(num_tasks, generator=gen, dtype=torch.float64) * 2 - 1
     s = 2.0 ** (torch.rand(num_tasks, generator=gen, dtype=torch.float64) * 2 - 1)
     grads: list[list[Tensor]] = [[] for _ in range(num_tasks)]

@@ -20,8 +20,8 @@ Workloads: the shared-input transformer of section 2 (~1 M shared parameters wit
 example's model) with T classification heads on the pooled last hidden state of one SST-2
 batch. Each case is checked before it is timed: ``exact batched`` and ``bf16 J`` against
 ``exact`` (relative difference of the shared ``.grad``); the approximations are marked so.
-Peak memory comes from section 4's subprocess measurement (``benchmarks.memory``, section
-``cheap``), for T = 4.
+Peak memory comes from section 4's subprocess measurement (``benchmarks._peak.measure``, which
+runs ``benchmarks.memory``'s ``cheap`` case), for T = 4.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradsurg import GradSurgery
+
+from ._harness import flat_grad, rel_diff, restore, snapshot, sum_backward, synchronizer
+from ._peak import measure
 
 __all__ = ["VARIANTS", "Workload", "load_workload", "make_step", "run"]
 
@@ -121,7 +124,7 @@ def make_step(variant: str, work: Workload, method: str = "upgrad") -> tuple[Cal
     if variant == "naive":
 
         def backward() -> None:
-            torch.stack(work.forward()[1]).sum().backward()
+            sum_backward(work.forward()[1])
 
     elif variant == "per-task floor":
         params = work.shared + work.heads
@@ -160,28 +163,25 @@ def _check(variant: str, work: Workload, method: str, reference: Tensor | None) 
         return "—", None
     if variant in ("representation",) or variant.startswith("refresh_every"):
         return "approximation", None
-    state = [p.detach().clone() for p in work.shared + work.heads]
+    state = snapshot(work.shared + work.heads)
     step, _ = make_step(variant, work, method)
     step()
-    grad = torch.cat([p.grad.reshape(-1).double() for p in work.shared])
-    with torch.no_grad():
-        for p, p0 in zip(work.shared + work.heads, state):
-            p.copy_(p0)
+    grad = flat_grad(work.shared)
+    restore(work.shared + work.heads, state)
     if variant == "exact":
         return "reference", grad
     assert reference is not None
-    rel = float((grad - reference).norm() / reference.norm().clamp_min(1e-30))
-    return f"rel {rel:.1e}", None
+    return f"rel {rel_diff(grad, reference):.1e}", None
 
 
 def _time(variants: Sequence[str], work: Workload, method: str, rounds: int) -> dict[str, float]:
     """Median seconds per step of each variant. The variants take turns within each round, so
     the machine's drift hits them alike; a round of ``refresh_every=k`` is a whole cycle of k
-    steps (one refresh), its time divided by k."""
+    steps (one refresh), its time divided by k. (Not ``_harness.median_time``, which times one
+    function after another: the turns are the point here.)"""
     steps = {v: make_step(v, work, method)[0] for v in variants}
     cycle = {v: (VARIANTS[v] or {}).get("refresh_every", 1) if isinstance(VARIANTS[v], dict) else 1 for v in variants}
-    device = work.shared[0].device
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = synchronizer(work.shared[0].device)
     for v in variants:  # warm-up (lazy kernels, buffers, the first refresh)
         steps[v]()
     samples: dict[str, list[float]] = {v: [] for v in variants}
@@ -224,7 +224,6 @@ def run(
     T×P fp32 buffer; None where not measured), ``note``.
     """
     from . import compare_llm
-    from . import memory as mem
 
     workloads = list(workloads or ("transformer", "smollm2"))
     tasks = list(tasks or ((2, 4) if quick else (2, 4, 8)))
@@ -250,7 +249,7 @@ def run(
             if memory and num_tasks == 4 and device == "cpu":
                 for v in variants:
                     try:
-                        peaks[v] = mem.measure(
+                        peaks[v] = measure(
                             "cheap",
                             {"workload": name, "T": num_tasks, "variant": v, "method": method, "quick": quick, "spec": spec},
                         )

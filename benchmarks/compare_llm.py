@@ -25,9 +25,7 @@ import contextlib
 import importlib.util
 import io
 import json
-import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +36,7 @@ from torch import Tensor
 from gradsurg import GradSurgery
 from gradsurg.kernels import cpp
 
+from ._harness import flat_grad, gradsurg_backend, median_time, restore, snapshot, sum_backward
 from .compare_training import grad_check, vmap_note
 
 __all__ = ["LLMUnavailable", "load_workload", "make_step", "run"]
@@ -190,14 +189,15 @@ def make_step(
     def losses() -> list[Tensor]:
         return [model.classification_loss("sst2", cls), model.summarization_loss(summ)]
 
-    if library.startswith("gradsurg["):
+    backend = gradsurg_backend(library)
+    if backend is not None:
         from .peers import torchjd_pair
 
         opt = GradSurgery(
             base,
             method=torchjd_pair(method)[1],
             shared=shared,
-            backend=library[len("gradsurg[") : -1],
+            backend=backend,
         )
 
         def backward() -> None:
@@ -207,7 +207,7 @@ def make_step(
         opt = base
 
         def backward() -> None:
-            torch.stack(losses()).sum().backward()
+            sum_backward(losses())
 
     elif library.startswith("torchjd"):
         from torchjd.aggregation import Sum
@@ -235,17 +235,6 @@ def make_step(
             opt.step()
 
     return step
-
-
-def _median_ms(step: Callable[[], None], repeat: int) -> float:
-    # A step takes seconds: no calibration round as in common.median_time, the check's step
-    # was the warm-up.
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def run(
@@ -297,11 +286,9 @@ def run(
             # The naive case runs first from LoRA's initialisation (B = 0, so every A has a zero
             # gradient); the compared cases start from the weights it leaves, where B ≠ 0 and
             # the check covers A too.
-            initial = [p.detach().clone() for p in trained] if library != "naive" else None
+            initial = snapshot(trained) if library != "naive" else None
         else:
-            with torch.no_grad():
-                for p, p0 in zip(trained, initial):
-                    p.copy_(p0)
+            restore(trained, initial)
         try:
             step = make_step(library, method, model, shared, cls, summ)
         except PeerUnavailable as exc:
@@ -313,7 +300,7 @@ def run(
             step(update=False)
         # LoRA's A and B gradients differ in scale by ~100× here: each is compared on its own,
         # and the worse of the two is reported.
-        grad = [torch.cat([p.grad.reshape(-1).double() for p in g]) for g in groups]
+        grad = [flat_grad(g) for g in groups]
         if library == "naive":
             check = "—"
         elif library == ours:
@@ -326,9 +313,11 @@ def run(
         with warnings.catch_warnings():
             # Reported once in the row's note rather than at every timed step.
             warnings.filterwarnings("ignore", message=".*batching rule.*")
-            ms = _median_ms(step, repeat)
+            # A step takes seconds: single calls, no warm-up or sizing call (the check's step
+            # was the warm-up).
+            ms = 1e3 * median_time(step, repeat=repeat, warmup=False)
         if initial is None:
-            initial = [p.detach().clone() for p in trained]
+            initial = snapshot(trained)
         notes = [vmap_note(caught)]
         if library.startswith("torchjd"):
             chunk = (

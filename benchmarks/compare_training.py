@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from gradsurg import GradSurgery, get_method
 from gradsurg.kernels import cpp
 
-from .common import median_time
+from ._harness import flat_grad, gradsurg_backend, median_time, rel_diff, sum_backward
 
 __all__ = [
     "LIBRARIES",
@@ -241,8 +241,8 @@ def make_step(
     inputs, labels = batch
     shared = model.shared()
     num_tasks = len(model.heads)
-    if library.startswith("gradsurg["):
-        backend = library[len("gradsurg[") : -1]
+    backend = gradsurg_backend(library)
+    if backend is not None:
         if backend == "cpp" and not cpp.available():
             raise PeerUnavailable(f"the C++ extension is not built ({cpp.load_error()})")
         opt = GradSurgery(
@@ -258,7 +258,7 @@ def make_step(
 
         def backward() -> None:
             opt.zero_grad()
-            torch.stack(model(inputs, labels)[1]).sum().backward()
+            sum_backward(model(inputs, labels)[1])
 
     elif library == "per-task-floor":
         opt = _adamw(list(model.parameters()))
@@ -354,15 +354,6 @@ def _gramian_weighting(method: str):
     )
 
 
-def _shared_grad(model: SharedTrunkModel) -> Tensor:
-    return torch.cat(
-        [
-            (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).double()
-            for p in model.shared()
-        ]
-    )
-
-
 def vmap_note(caught: Sequence[warnings.WarningMessage]) -> str:
     """A note naming the operations ``torch.vmap`` warned it has no batching rule for (it then
     loops over the rows: TorchJD's batched backward is not batched there), or ``""``."""
@@ -378,7 +369,7 @@ def vmap_note(caught: Sequence[warnings.WarningMessage]) -> str:
 
 def grad_check(got: Tensor, ref: Tensor, rtol: float = CHECK_RTOL) -> str:
     """``"ok 3e-07"`` or ``"FAIL 2e-02"``: the relative difference of two flat gradients."""
-    rel = float((got - ref).norm() / ref.norm().clamp_min(1e-30))
+    rel = rel_diff(got, ref)
     return f"{'ok' if rel <= rtol else 'FAIL'} {rel:.0e}"
 
 
@@ -411,7 +402,7 @@ def _case(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         backward()
-    grad = _shared_grad(model)
+    grad = flat_grad(model.shared())
     if library in ("naive", "per-task-floor"):
         check = _BASELINE
     elif reference is None:
@@ -430,7 +421,7 @@ def _gradsurg_grad(base: SharedTrunkModel, batch: tuple[Tensor, Tensor], method)
     model = copy.deepcopy(base)
     opt = GradSurgery(_adamw(list(model.parameters())), method=method, backend="torch")
     opt.backward(model(*batch)[1])
-    return _shared_grad(model)
+    return flat_grad(model.shared())
 
 
 def run(

@@ -19,25 +19,14 @@ import torch
 from gradsurg.kernels import cpp, reference
 from gradsurg.methods import PCGrad
 
-from .common import machine_facts, median_time, stream_copy_bandwidth
+from ._harness import bytes_moved, copy_bandwidth, machine_facts, median_time, random_grads, split_rows
 
 BACKENDS = {"torch": reference, "cpp": cpp}
 
 
-def _grads(num_tasks: int, size: int, num_params: int = 10) -> list[list[torch.Tensor]]:
-    """Per-task gradients of ``num_params`` parameters totalling ``size`` elements."""
-    sizes = [size // num_params] * num_params
-    sizes[-1] += size - sum(sizes)
-    return [[torch.randn(n) for n in sizes] for _ in range(num_tasks)]
-
-
-def _row_views(matrix: torch.Tensor, sizes: list[int]) -> list[list[torch.Tensor]]:
-    return [list(row.split(sizes)) for row in matrix]
-
-
 def run(tasks: list[int], sizes: list[int]) -> list[dict[str, object]]:
     """Measure every case; returns one dict per (T, P, backend)."""
-    bandwidth = stream_copy_bandwidth()
+    bandwidth = copy_bandwidth()
     print(f"machine: {machine_facts()}")
     print(f"STREAM-like copy bandwidth: {bandwidth / 1e9:.1f} GB/s\n")
     print("| T | P | backend | gram ms | ×bound | combine ms | ×bound | flatten ms | ×bound "
@@ -46,10 +35,10 @@ def run(tasks: list[int], sizes: list[int]) -> list[dict[str, object]]:
     rows = []
     for num_tasks in tasks:
         for size in sizes:
-            grads = _grads(num_tasks, size)
+            grads = random_grads(num_tasks, size)
             param_sizes = [g.numel() for g in grads[0]]
             matrix = torch.empty(num_tasks, size)
-            views = _row_views(matrix, param_sizes)
+            views = split_rows(matrix, param_sizes)
             out = torch.empty(size)
             stack_mm = median_time(lambda: (lambda j: j @ j.T)(torch.stack([torch.cat(r) for r in grads])))
             method = PCGrad()
@@ -71,8 +60,7 @@ def run(tasks: list[int], sizes: list[int]) -> list[dict[str, object]]:
                     "flatten": median_time(lambda: [kernels.flatten_into(views[t], grads[t]) for t in range(num_tasks)]),
                     "step": median_time(step),
                 }
-                moved = {"gram": 4 * num_tasks * size, "combine": 4 * (num_tasks + 1) * size,
-                         "flatten": 8 * num_tasks * size, "step": 4 * (4 * num_tasks + 1) * size}
+                moved = {k: bytes_moved(k, num_tasks, size) for k in times}
                 bound = {k: moved[k] / bandwidth for k in moved}
                 row = {"T": num_tasks, "P": size, "backend": name, "bandwidth_GBps": bandwidth / 1e9,
                        "stack_mm_ms": stack_mm * 1e3}

@@ -14,8 +14,9 @@ reads it: that is ``setup_mb``, the model's own footprint. It runs a few steps o
 reads VmHWM again: ``peak_mb``. ``extra_mb = peak − setup`` is what the step itself needs
 (activations, gradients, the library's buffers) and is compared with one T×P fp32 buffer
 (``bound_mb``). Without ``clear_refs`` (not Linux) the baseline is ``ru_maxrss`` after setup,
-which can only over-state it. MB here are MiB (2^20 bytes). A library's first use still
-allocates ~2–3 MB once (measured on tiny models), included in its extra.
+which can only over-state it (:mod:`benchmarks._peak` reads the peak and runs the child). MB
+here are MiB (2^20 bytes). A library's first use still allocates ~2–3 MB once (measured on tiny
+models), included in its extra.
 
 ``section`` ``training`` runs the cases of :mod:`benchmarks.compare_training`; ``aggregation``
 runs section 1's operation, per-task gradient lists → combined ``.grad``, for ``naive`` (the
@@ -26,49 +27,20 @@ built), ``torchjd`` (``.jac`` stacked per parameter + ``jac_to_grad``) and ``lib
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import json
-import os
-import re
-import resource
 import subprocess
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+
+import torch
+
+import gradsurg
+
+from ._harness import gradsurg_backend, random_grads, sum_backward
+from ._peak import MIB, measure, peak_of
 
 __all__ = ["measure", "run"]
-
-_ROOT = Path(__file__).resolve().parents[1]
-_MIB = 1 << 20
-
-
-def _vm_hwm_mib() -> float:
-    with open("/proc/self/status") as f:
-        return int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1)) / 1024
-
-
-def _reset_peak() -> str:
-    """Reset the high-water mark; returns how the peak is read (for the note)."""
-    gc.collect()
-    try:
-        # Freed setup memory kept by malloc would otherwise be reused by the step unseen.
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return "VmHWM"
-    except OSError:
-        return "ru_maxrss"
-
-
-def _peak_mib(how: str) -> float:
-    if how == "VmHWM":
-        return _vm_hwm_mib()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _model_spec(spec: dict):
@@ -81,55 +53,46 @@ def _model_spec(spec: dict):
     return next(s for s in ct.model_specs(spec.get("quick", True)) if s.kind == spec["model"])
 
 
-def _training_case(spec: dict) -> tuple[Callable[[], None], int]:
-    import torch
+def _settle(optimizer, params) -> None:
+    """Step ``optimizer`` once on zero gradients, then drop them: its state (AdamW's two moments)
+    belongs to the model's footprint, not to the step being measured."""
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
+
+def _training_case(spec: dict) -> tuple[Callable[[], None], int]:
     from . import compare_training as ct
 
     model, batch = ct.build(_model_spec(spec), spec["T"])
     # A plain backward first: the autograd engine's threads and lazily loaded kernels are paid
     # once per process by every library alike, not by the step being measured.
-    torch.stack(model(*batch)[1]).sum().backward()
+    sum_backward(model(*batch)[1])
     model.zero_grad(set_to_none=True)
     case = ct.make_step(
         spec["library"], spec["method"], model, batch, libmtl_path=spec.get("libmtl_path")
     )
-    # Optimizer state (AdamW's two moments) belongs to the model's footprint, not to the step.
-    for p in model.parameters():
-        p.grad = torch.zeros_like(p)
-    case.optimizer.step()
-    case.optimizer.zero_grad(set_to_none=True)
+    _settle(case.optimizer, model.parameters())
     return case.step, sum(p.numel() for p in model.shared())
 
 
 def _cheap_case(spec: dict) -> tuple[Callable[[], None], int]:
     """A variant of section 5 (benchmarks.compare_cheap): ``workload``, ``T``, ``variant``,
     ``method``, ``quick``, optionally ``spec`` (the transformer's ModelSpec fields)."""
-    import torch
-
     from . import compare_cheap as cc
 
     work = cc.load_workload(spec["workload"], spec["T"], spec.get("quick", True), spec.get("spec"))
-    torch.stack(work.forward()[1]).sum().backward()  # autograd's threads and kernels, as above
+    sum_backward(work.forward()[1])  # autograd's threads and kernels, as above
     step, opt = cc.make_step(spec["variant"], work, spec.get("method", "upgrad"))
-    for p in work.shared + work.heads:
-        p.grad = torch.zeros_like(p)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+    _settle(opt, work.shared + work.heads)
     return step, sum(p.numel() for p in work.shared)
 
 
 def _aggregation_case(spec: dict) -> tuple[Callable[[], None], int]:
-    import torch
-
-    import gradsurg
-
     num_tasks, size, library, method = spec["T"], int(spec["P"]), spec["library"], spec["method"]
-    sizes = [size // 10] * 10
-    sizes[-1] += size - sum(sizes)
-    gen = torch.Generator().manual_seed(0)
-    params = [torch.zeros(n, requires_grad=True) for n in sizes]
-    lists = [[torch.randn(n, generator=gen) for n in sizes] for _ in range(num_tasks)]
+    lists = random_grads(num_tasks, size, seed=0)
+    params = [torch.zeros_like(g, requires_grad=True) for g in lists[0]]
 
     if library == "naive":
 
@@ -140,8 +103,7 @@ def _aggregation_case(spec: dict) -> tuple[Callable[[], None], int]:
                     total += row[k]
                 p.grad = total
 
-    elif library.startswith("gradsurg["):
-        backend = library[len("gradsurg[") : -1]
+    elif (backend := gradsurg_backend(library)) is not None:
         agg_method = gradsurg.get_method(method)
 
         def step() -> None:
@@ -187,41 +149,7 @@ def child(section: str, spec: dict) -> dict:
     if section not in builders:
         raise ValueError(f"section: expected one of {', '.join(builders)}, got {section!r}")
     step, size = builders[section](spec)
-    how = _reset_peak()
-    setup = _peak_mib(how)
-    for _ in range(int(spec.get("steps", 3))):
-        step()
-    peak = _peak_mib(how)
-    return {"setup_mb": setup, "peak_mb": peak, "extra_mb": peak - setup, "P": size, "how": how}
-
-
-def measure(section: str, spec: dict, timeout: float = 600.0) -> dict:
-    """Run one case in a fresh ``python -m benchmarks.memory`` process; its JSON result
-    (``peak_mb``, ``setup_mb``, ``extra_mb``, ``P``, ``how``).
-
-    Raises:
-        RuntimeError: the subprocess failed (its stderr's last lines are in the message).
-    """
-    env = dict(os.environ)
-    # A fixed mmap threshold: glibc then maps every large tensor on its own and unmaps it when
-    # freed, so resident memory follows the live tensors. With its default (a threshold that
-    # grows after each large free) freed tensors stay in the heap and the peak wanders by
-    # ±20 MiB from run to run on the same case.
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.memory", section, json.dumps(spec)],
-        cwd=_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-3:])
-        raise RuntimeError(f"memory {section} {spec}: exit {proc.returncode}: {tail}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return peak_of(step, size, int(spec.get("steps", 3)))
 
 
 def _cases(quick: bool) -> list[tuple[str, dict]]:
@@ -324,7 +252,7 @@ def run(
                 "P": result["P"],
                 "peak_mb": result["peak_mb"],
                 "extra_mb": result["extra_mb"],
-                "bound_mb": spec["T"] * result["P"] * 4 / _MIB,
+                "bound_mb": spec["T"] * result["P"] * 4 / MIB,
                 "note": note,
             }
         )

@@ -68,6 +68,8 @@ from gradsurg import GradSurgery
 from gradsurg.kernels import cpp, reference
 from gradsurg.methods import PCGrad
 
+from ._harness import bytes_moved, random_grads, split_rows, split_sizes
+
 QUICK = os.environ.get("GRADSURG_BENCH_QUICK") == "1"
 TASKS = (2, 4) if QUICK else (2, 4, 8, 16)
 SIZES = (10**3, 10**4) if QUICK else (10**5, 10**6, 10**7)
@@ -133,15 +135,9 @@ class Workload:
 
 
 def _make_workload(shape: Shape, device: torch.device) -> Workload:
-    sizes = [shape.size // NUM_PARAMS] * NUM_PARAMS
-    sizes[-1] += shape.size - sum(sizes)
-    gen = torch.Generator(device=device).manual_seed(0)
-    grads = [
-        [torch.randn(n, generator=gen, dtype=shape.dtype, device=device) for n in sizes]
-        for _ in range(shape.tasks)
-    ]
+    grads = random_grads(shape.tasks, shape.size, NUM_PARAMS, dtype=shape.dtype, device=device, seed=0)
     matrix = torch.empty(shape.tasks, shape.size, dtype=shape.dtype, device=device)
-    rows = [list(row.split(sizes)) for row in matrix]
+    rows = split_rows(matrix, split_sizes(shape.size, NUM_PARAMS))
     # J holds real gradients, so gram and combine see the data a step would.
     for row, task_grads in zip(rows, grads):
         reference.flatten_into(row, task_grads)
@@ -222,9 +218,8 @@ def backend(request: pytest.FixtureRequest, shape: Shape) -> Backend:
 
 
 def _bytes_moved(op: str, shape: Shape) -> int:
-    per_element = {"gram": shape.tasks, "combine": shape.tasks + 1, "flatten": 2 * shape.tasks}
-    per_element["step"] = per_element["backward"] = sum(per_element.values())
-    return shape.element_size * per_element[op] * shape.size
+    # backward reports the step's bytes, a lower bound (its autograd traffic is not counted).
+    return bytes_moved("step" if op == "backward" else op, shape.tasks, shape.size, shape.element_size)
 
 
 def _synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:

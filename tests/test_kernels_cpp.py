@@ -11,16 +11,16 @@ import torch
 
 import gradsurg
 from gradsurg import GradSurgery
+from gradsurg._tolerances import GRAM_RTOL
 from gradsurg.kernels import cpp
 
 if not cpp.available():  # pragma: no cover - the build is part of `make setup`
     pytest.skip(f"C++ extension not built (no compiler at install time, or GRADSURG_NO_EXT=1): {cpp.load_error()}",
                 allow_module_level=True)
 
-# Gram: fp32 products over blocks of ≤ 3072 columns, float64 across blocks. Relative to the
-# Gram's scale (max diagonal) the rounding is a few fp32 ulps per block; fp16/bf16 products are
-# exact in fp32. Float64 data is summed in float64.
-GRAM_RTOL = {torch.float32: 1e-5, torch.float16: 1e-5, torch.bfloat16: 1e-5, torch.float64: 1e-12}
+# Gram (GRAM_RTOL): fp32 products over blocks of ≤ 3072 columns, float64 across blocks. Relative
+# to the Gram's scale (max diagonal) the rounding is a few fp32 ulps per block; fp16/bf16 products
+# are exact in fp32. Float64 data is summed in float64.
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gradsurg._tolerances import FLOAT64_RTOL
 from gradsurg.kernels import reference
 
-# Per-dtype tolerances of the float64-accumulated Gram relative to the float64 Gram of the same
-# (rounded) inputs: the chunks are upcast before the matmul, so only float64 rounding remains.
-GRAM_RTOL = {torch.float32: 1e-12, torch.float64: 1e-12, torch.bfloat16: 1e-12, torch.float16: 1e-12}
+# The float64-accumulated Gram against the float64 Gram of the same (rounded) inputs, every dtype
+# within FLOAT64_RTOL: the chunks are upcast before the matmul, so only float64 rounding remains.
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
@@ -19,7 +19,7 @@ def test_gram_matches_float64(dtype, num_tasks, size):
     exact = matrix.double() @ matrix.double().T
     got = reference.gram(matrix)
     assert got.dtype == torch.float64
-    torch.testing.assert_close(got, exact, rtol=GRAM_RTOL[dtype], atol=1e-12 * exact.abs().max().item())
+    torch.testing.assert_close(got, exact, rtol=FLOAT64_RTOL, atol=1e-12 * exact.abs().max().item())
 
 
 def test_gram_fp32_large_p_is_float64_accurate():

@@ -11,7 +11,7 @@ backend that cannot run here is skipped with the registry's reason.
 The oracle is evaluated exactly: its float64 Gram of the (already rounded) inputs, and its
 combine on float64 copies of the inputs.
 
-Tolerances, and why:
+Tolerances, and why (the values: :mod:`gradsurg._tolerances`, shared with benchmarks/gpu_check):
 
 * Gram, float32/float16/bfloat16 inputs: backends form float32 products (exact for
   float16/bfloat16 inputs, one rounding for float32) summed in float32 over one column block
@@ -34,12 +34,11 @@ import math
 import pytest
 import torch
 
+from gradsurg._tolerances import COMBINE_C, GRAM_RTOL
 from gradsurg.kernels import BACKENDS, Backend, get_backend, reference, unavailable_reason
 
 NAMES = [name for name in BACKENDS if name != "auto"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
-GRAM_RTOL = {torch.float32: 1e-5, torch.float16: 1e-5, torch.bfloat16: 1e-5, torch.float64: 1e-12}
-COMBINE_C = {torch.float32: 8 * 2.0**-24, torch.float16: 2.0**-9, torch.bfloat16: 2.0**-6, torch.float64: 1e-12}
 # (T, P): P = 1 and primes around the block sizes (2053 > 2048, 65537 > 2^16), every T.
 SHAPES = [(1, 1), (1, 13), (2, 1), (2, 2053), (3, 13), (3, 65537), (7, 1), (7, 2053), (16, 13), (16, 65537)]
 LAYOUTS = ["contiguous", "strided", "every_other", "transposed", "stride0_cols", "stride0_rows"]

@@ -20,7 +20,7 @@ pytest.importorskip("pytest_benchmark", reason="the benchmark suites need pytest
 
 from gradsurg.kernels import cpp
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUITE = "benchmarks/test_bench_kernels.py"
 OPS = ("gram", "combine", "flatten", "step", "backward")
 SHAPES = 2 * 2 * 2  # T × P × dtype on the quick grid
