@@ -20,9 +20,10 @@ after finitely many steps at an exact minimiser, on such a factor:
   task's own norm (norms may differ by 1e30 and more); a zero gradient keeps z_j = 0 (it changes
   neither the objective nor the result);
 * the factor R = Λ^{1/2} Vᵀ comes from the eigendecomposition C = V Λ Vᵀ, with the eigenvalues at
-  rounding level (≤ 10·T·eps·λ_max, where the eigenvalues of a computed G are noise) set to 0:
+  rounding level (≤ 10·T·eps·λ_max, where the eigenvalues of a computed G are noise; at least
+  T·eps32·λ_max when G's entries are float32 numbers, see :mod:`._precision`) set to 0:
   a rank-deficient G (T > P, duplicated or dependent gradients) is then exactly rank-deficient
-  for the solver, in a way that depends only on the spectrum — hence the same for any labelling
+  for the solver, in a way that depends only on G — hence the same for any labelling
   of the tasks;
 * the passive-set least-squares problems min ‖R_P y_P − b‖ are solved on R_P itself (corrected
   semi-normal equations, or SVD least squares when R_P is nearly rank-deficient), not on the
@@ -43,11 +44,17 @@ For the projections of UPGrad and DualProj (:func:`dual_cone_weights`) two more 
   the non-stationary side. The ridge solution then only fixes the active set: the projection is
   recomputed by unregularised least squares on it (singular values below 1e-5 relative treated
   as 0), so well-posed problems get their exact answer, not a regularised one.
-* Weights. The projection R(Du + y*) is unique but y* is not when G is singular; the weights are
-  the minimum-norm representation D⁻¹ V_k V_kᵀ (Du + y*) of the projection (equal to u + z* when
-  G is non-singular): O(1), and independent of the labelling of the tasks, so that a float32
-  combination w @ J rounds the same way for every labelling (nearly dependent active sets gave
-  weights ~1e6, which float32 rounded into conflicts).
+* Weights. The projection R(Du + y*) is unique but y* is not when G is singular. The weights
+  are the minimum-norm point (in the scaled variables x = D v) of the solution set
+  {v ≥ u : Jᵀv = Jᵀv*}, so they satisfy Proposition 1's v ≥ u (u + z* when G is
+  non-singular). It is the minimum-norm representation D⁻¹ V_k V_kᵀ (Du + y*) of the projection
+  moved along the null space N of G by the least-distance problem of Lawson & Hanson (ch. 23);
+  unique, so independent of the labelling of the tasks, and O(1): the solver's own y* is not
+  (nearly dependent active sets gave weights ~1e6, which float32 rounded into conflicts). The
+  move is capped at 10·‖D u‖ (see :meth:`_Factored._weights_in_solution_set`): beyond, on
+  matrices stationary up to rounding, the minimum-norm representation is kept, outside v ≥ u.
+  Regression: the earlier weights were that representation everywhere, e.g. (0, 0) for UPGrad
+  and (−2e-17, 2e-17) for DualProj on g, −g, where the definition gives (1, 1) and (½, ½).
 
 Why (regression, found on TorchJD's property matrices): the previous version ran Lawson–Hanson on
 G itself, solving G_PP z_P = −(G u)_P by least squares with a relative cut-off of 1e-13. On a
@@ -66,6 +73,7 @@ import torch
 from torch import Tensor
 
 from . import _compiled
+from ._precision import rank_rtol
 
 __all__ = ["dual_cone_weights", "dual_cone_weights_many", "nonneg_qp"]
 
@@ -85,6 +93,13 @@ _POLISH_RCOND = 1e-5
 # Smallest eigenvalue of C, relative to the largest, above which the ridged problem is solved
 # from a block-pivoting warm start (see _Factored.nnls).
 _WARM_COND = 1e-6
+# Largest move along the null space of G, relative to ‖D u‖, by which the reported weights are
+# brought into v ≥ u (see _Factored._weights_in_solution_set).
+_FEASIBLE_MOVE = 10.0
+# Violations of v ≥ u below this many T·‖x*‖·eps count as rounding (then clamped), and the
+# largest violation, relative to ‖D u‖_∞, a least-distance solution may leave (measured ≤ 1e-12).
+_FEASIBLE_SLACK = 16 * _EPS
+_LDP_TOL = 1e-9
 
 
 class _Problem:
@@ -235,6 +250,23 @@ def _lawson_hanson(
     return np.maximum(y, 0.0)
 
 
+def _least_distance(e: np.ndarray, h: np.ndarray) -> np.ndarray | None:
+    """``argmin ‖τ‖`` subject to ``E τ ≥ h`` (Lawson & Hanson 1974, ch. 23, Algorithm LDP): with
+    û the NNLS solution of min_{û ≥ 0} ‖[Eᵀ; hᵀ] û − e_{m+1}‖ and r its residual, τ = −r_{1:m} /
+    r_{m+1} (r_{m+1} = −‖r‖² < 0 when the constraints are feasible). None if rounding left
+    r_{m+1} ≥ 0 (an infeasible-looking system).
+    """
+    num, dim = e.shape
+    f = np.concatenate([e.T, h[None, :]])
+    b = np.zeros(dim + 1)
+    b[dim] = 1.0
+    u = _lawson_hanson(_Problem(f, b, 0.0, f.T @ f), 10 * num + 50)
+    r = f @ u - b
+    if not float(r[dim]) < 0:
+        return None
+    return -r[:dim] / float(r[dim])
+
+
 def _lstsq_cut(a: np.ndarray, b: np.ndarray, normal: np.ndarray, rcond: float) -> np.ndarray:
     """``lstsq(a, b, rcond)`` (singular values ≤ rcond·σ_max treated as 0), cheaply when no
     singular value is near the cut-off.
@@ -269,8 +301,12 @@ class _Factored:
         # a busy machine, spin for ~50 ms of CPU time on a 64×64 problem.
         lam_t, vecs_t = torch.linalg.eigh(torch.from_numpy((cos + cos.T) / 2))
         lam, vecs = lam_t.numpy(), vecs_t.numpy()
-        keep = lam > _RANK_RTOL * cos.shape[0] * _EPS * float(lam.max()) if lam.size else lam > 0
+        # G's own precision sets the noise level: float32 entries (float32 gradients through the
+        # compiled kernels) put the null eigenvalues at ±1e-8·λ_max (see _precision).
+        rtol = rank_rtol(gram, _RANK_RTOL * cos.shape[0] * _EPS)
+        keep = lam > rtol * float(lam.max()) if lam.size else lam > 0
         self.basis = vecs[:, keep]  # V_k: orthonormal basis of the (numerical) range of C
+        self.null = vecs[:, ~keep]  # N: its complement, along which the weights are free
         self.r = np.sqrt(lam[keep])[:, None] * self.basis.T  # R = Λ_k^{1/2} V_kᵀ, Rᵀ R ≈ C
         # Block pivoting is used as a warm start only where the problem's solution is well
         # determined: C of full numerical rank with cond(C) ≤ 1e6 (see nnls).
@@ -300,8 +336,8 @@ class _Factored:
 
     def projection_weights(self, u: np.ndarray) -> np.ndarray:
         """Weights ``w`` with ``Jᵀw`` the projection of ``Jᵀu`` onto the dual cone: active set from
-        the ridge-regularised NNLS, projection re-solved without the ridge on it, minimum-norm
-        weights (see the module docstring)."""
+        the ridge-regularised NNLS, projection re-solved without the ridge on it, the
+        minimum-norm weights with w ≥ u (see the module docstring)."""
         return self.projection_weights_many(u[None, :])[0]
 
     def projection_weights_many(self, us: np.ndarray) -> np.ndarray:
@@ -335,8 +371,50 @@ class _Factored:
             ys, done = y_t.numpy(), ok_t.numpy()
         for i in np.flatnonzero(~done):
             ys[i] = self._projection_y(du[i])
-        w[:, self.live] = ((du + ys) @ self.basis) @ self.basis.T / self.d
+        for row in range(us.shape[0]):
+            x, feasible = self._weights_in_solution_set(du[row] + np.maximum(ys[row], 0.0), du[row])
+            w[row, self.live] = x / self.d
+            if feasible:  # v ≥ u exactly: x ≥ D u holds up to rounding, and x / d rounds again
+                w[row, self.live] = np.maximum(w[row, self.live], us[row, self.live])
         return w
+
+    def _weights_in_solution_set(self, x_star: np.ndarray, lower: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The reported point of the solution set, in the Jacobi-scaled weights x = D v, and
+        whether it satisfies x ≥ ``lower`` (= D u).
+
+        The solution set is {x ≥ D u : V_kᵀ x = V_kᵀ x*} (the same projection; x* = D u + y* is
+        the solver's point). Reported: its minimum-norm point. With x = V_k a + N τ (a = V_kᵀ x*,
+        ‖x‖² = ‖a‖² + ‖τ‖²) that is the least-distance problem min ‖τ‖ s.t. N τ ≥ D u − V_k a,
+        feasible at τ = Nᵀx*; τ = 0 (the minimum-norm representation V_k a) when it is feasible,
+        as for every non-singular G. The move N τ is taken only up to ``_FEASIBLE_MOVE``·‖D u‖:
+        N spans the directions treated as null, which are null only to rounding when J is
+        rank-deficient only to rounding (float32 data), so a move changes the update by up to
+        σ·‖N τ‖ (σ: the largest singular value cut); and on matrices that are weakly or strongly
+        stationary up to rounding (TorchJD's float32 property matrices) the bound is met only
+        10²–10⁵ times farther out: there the strongly stationary T = 20, P = 100 matrices got
+        updates ~1e-5 instead of 0, and relabelling moved UPGrad by 3e-5 (float32 combination).
+        The minimum-norm representation V_k a is reported there instead (outside v ≥ u; the
+        update is the solver's).
+        """
+        if self.null.shape[1] == 0:
+            return x_star, True
+        fixed = self.basis @ (self.basis.T @ x_star)
+        # Violations at the rounding level of V_k V_kᵀ x* count as none (the caller clamps them):
+        # they lie along the range too, where no null move can repair them.
+        gap = lower - fixed
+        gap = np.where(gap > _FEASIBLE_SLACK * self.num * float(np.abs(x_star).max()), gap, np.minimum(gap, 0.0))
+        if not bool((gap > 0).any()):
+            return fixed, True
+        # In units of D u, so that an accepted τ is O(1): LDP's τ = −r/r_{m+1} loses accuracy as
+        # ‖τ‖ grows (r_{m+1} = −1/(1 + ‖τ‖²)).
+        unit = max(float(np.abs(lower).max()), float(gap.max()))
+        tau = _least_distance(self.null, gap / unit)
+        if tau is None or unit * float(np.linalg.norm(tau)) > _FEASIBLE_MOVE * float(np.linalg.norm(lower)):
+            return fixed, False
+        x = fixed + unit * (self.null @ tau)
+        if float((lower - x).max()) > _LDP_TOL * unit:  # an inaccurate solve: not clamped into the update
+            return fixed, False
+        return x, True
 
     def _projection_y(self, du: np.ndarray) -> np.ndarray:
         """The y* of one projection (``du`` = D u on the live coordinates), in numpy."""
@@ -408,7 +486,9 @@ def dual_cone_weights(gram: Tensor, u: Tensor, reg_eps: float = 0.0) -> Tensor:
 
     Returns:
         ``w`` (float64, ``(T,)``): ``u + z*`` when G is non-singular; for a singular G the
-        minimum-norm weights of the same projection (see :meth:`_Factored.projection_weights`).
+        minimum-norm weights ``w ≥ u`` of the same projection (the minimum-norm ones without the
+        bound where it would need a move beyond 10·‖D u‖, see
+        :meth:`_Factored._weights_in_solution_set`).
     """
     return torch.from_numpy(_Factored(_regularised(_np(gram), reg_eps)).projection_weights(_np(u)))
 

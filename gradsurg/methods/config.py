@@ -31,7 +31,13 @@ its least-squares solution: the cosines are then not all equal, and the length
 TorchJD's formula. G_u⁺ drops eigenvalues ≤ 1e-12 · λ_max: below that the eigenvalues of a
 computed G_u are rounding noise (torch.linalg.pinv on U cuts singular values at max(T, P)·eps
 relative, i.e. eigenvalues at ~1e-28 relative, which only G's rounding hides; both agree unless
-σ_min/σ_max of U lies in ~[1e-14, 1e-6]). The update is positively homogeneous of degree 1 and
+σ_min/σ_max of U lies in ~[1e-14, 1e-6]). When every entry of G is a float32 number (float32
+gradients through the compiled Gram kernels, which sum float32 products; see :mod:`._precision`)
+the cut is T·eps32·λ_max instead: there the null eigenvalues of G_u come out as ±1e-8, the
+previous 1e-12 kept them, and pinv(U) 1 was their noise divided by 1e-8 — a different direction
+for each rescaling of the rows, so TorchJD's linearity-under-scaling test failed on 5 of its
+float32 matrices (T = 4, P = 3 of rank 2 and 3; T = 20, P = 100 of rank 19) through
+``gradsurg.aggregate``. The update is positively homogeneous of degree 1 and
 equivariant under relabelling of the tasks; the direction d_u is invariant to rescaling any
 single task.
 """
@@ -41,6 +47,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._precision import rank_rtol
 from .base import GramMethod
 
 __all__ = ["ConFIG", "config_weights"]
@@ -61,7 +68,10 @@ def config_weights(gram: Tensor) -> Tensor:
     inv = torch.where(nz, 1.0 / torch.where(nz, norms, 1.0), 0.0)
     cos = inv[:, None] * gram * inv[None, :]
     lam, vecs = torch.linalg.eigh(cos)
-    keep = lam > _RCOND * float(lam.max())
+    # The rank decision follows G's own precision: a G with float32 entries (float32 gradients
+    # through the compiled kernels) has null eigenvalues at ±1e-8·λ_max, which 1e-12 would keep
+    # and divide by (see _precision).
+    keep = lam > rank_rtol(gram, _RCOND) * float(lam.max())
     lam, vecs = lam[keep], vecs[:, keep]
     ones = torch.ones(num_tasks, dtype=gram.dtype)
     coef = vecs.T @ ones  # 1 in the eigenbasis of the range of U: its projection there

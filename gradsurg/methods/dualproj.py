@@ -6,9 +6,12 @@ of Section 3 / Appendix).
 
 By Proposition 1 of the paper, π_C(Jᵀu) = Jᵀ v* with v* ∈ argmin_{v ≥ u} ½ vᵀ G v; here
 u = 1/T, and v* comes from the exact active-set solver of :mod:`gradsurg.methods._qp` (on a
-Jacobi-scaled factor of G; minimum-norm weights of the projection when G is singular, see
-:mod:`.upgrad`). The update
-satisfies J·d ≥ 0, is invariant to relabelling the tasks and positively homogeneous.
+Jacobi-scaled factor of G). When G is singular v* is not unique; the reported weights are the
+minimum-norm point (in the Jacobi-scaled variables D v) of the solution set
+{v ≥ 1/T : Jᵀv = DualProj(J)}, so w ≥ 1/T as the definition requires (g and −g: w = (½, ½)),
+except where that takes a move along the null space larger than 10·‖D u‖ (matrices stationary up
+to rounding), where the minimum-norm representation is reported (see :mod:`.upgrad`, :mod:`._qp`).
+The update satisfies J·d ≥ 0, is invariant to relabelling the tasks and positively homogeneous.
 
 Difference from TorchJD (``torchjd.aggregation.DualProj``): as for :mod:`.upgrad`, TorchJD
 perturbs G (trace normalisation, ``reg_eps = 1e-4``, ``norm_eps = 1e-4`` zero threshold); gradsurg

@@ -10,10 +10,15 @@ By Proposition 1 of the paper, π_C(Jᵀu) = Jᵀ v* with v* ∈ argmin_{v ≥ u
 g_i, u = e_i. So the weights are w = (1/T) Σ_i v*_i, and every v*_i comes from the exact
 active-set solver of :mod:`gradsurg.methods._qp` (Lawson–Hanson on a Jacobi-scaled factor of G,
 factored once for the T projections). When G is singular (T > P, dependent gradients) v*_i is
-not unique; the weights are then the minimum-norm ones of the same projections, so they do not
-depend on the labelling of the tasks and stay O(1) (the earlier Gram-space solver returned
-weights up to ~1e6 along the null space there, which a float32 combination rounded into
-conflicts, and moved by 1e-3 under relabelling on TorchJD's T = 20 > P = 10 property matrices).
+not unique; the reported v*_i is then the minimum-norm point (in the Jacobi-scaled variables
+D v) of the solution set {v ≥ e_i : Jᵀv = π_C(g_i)}, so w ≥ 1/T componentwise as the definition
+requires (g and −g: w = (1, 1)), it does not depend on the labelling of the tasks and stays O(1)
+(the earlier Gram-space solver returned weights up to ~1e6 along the null space there, which a
+float32 combination rounded into conflicts, and moved by 1e-3 under relabelling on TorchJD's
+T = 20 > P = 10 property matrices). Exception: where reaching v ≥ e_i takes a move along the
+null space larger than 10·‖g_i‖ (matrices weakly or strongly stationary up to rounding), the
+minimum-norm representation of the projection is reported instead, below the bound (see
+:mod:`._qp`); the update is the same.
 The result satisfies J·d ≥ 0 (no task is harmed to first order), is invariant to relabelling the
 tasks, and is positively homogeneous (scaling all gradients by s > 0 scales d by s).
 
