@@ -125,11 +125,11 @@ def test_bad_arguments_name_themselves(kwargs, argument):
 
 
 def test_bad_datasets_and_batches():
-    with pytest.raises(ValueError, match="^datasets: "):
+    with pytest.raises(ValueError, match=r"^datasets: "):
         MultiTaskDataset({})
     with pytest.raises(ValueError, match=r"^datasets\['e'\]: is empty"):
         MultiTaskDataset({"e": []})
-    with pytest.raises(ValueError, match="^batch: a task-homogeneous batch holds one task"):
+    with pytest.raises(ValueError, match=r"^batch: a task-homogeneous batch holds one task"):
         MultiTaskCollator()([("a", {"x": torch.ones(1)}), ("b", {"x": torch.ones(1)})])
-    with pytest.raises(ValueError, match="^sizes: "):
+    with pytest.raises(ValueError, match=r"^sizes: "):
         MultiTaskBatchSampler({}, 2)
