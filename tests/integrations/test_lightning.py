@@ -72,3 +72,46 @@ def test_module_arguments_are_checked_and_the_optimizer_must_be_a_gradsurgery():
 
     with pytest.raises(TypeError, match=r"configure_optimizers: expected a gradsurg\.GradSurgery"):
         _fit(Plain(), Rows(8), max_steps=1)
+
+
+class OneTaskPerBatch(MultiTask):
+    """Task-homogeneous batches (gradsurg.data): each batch's loss is its own task's."""
+
+    def task_losses(self, batch, batch_idx):
+        task = batch["task"]
+        h = self.net.trunk(batch["x"])
+        column = TASKS.index(task)
+        return {task: ((self.net.heads[task](h).squeeze(-1) - batch["y"][:, column]) ** 2).mean()}
+
+
+def test_accumulate_grad_batches_over_task_homogeneous_batches_is_one_surgery_per_window():
+    """Windows of two batches, one task each: every step equals GradSurgery on the window's task
+    losses (each divided by the two batches, as the module does), written out here by hand."""
+    from gradsurg.data import MultiTaskBatchSampler, MultiTaskCollator, MultiTaskDataset
+
+    dataset = MultiTaskDataset({"sst2": Rows(8, seed=1), "aeslc": Rows(8, seed=2)})
+    sampler = MultiTaskBatchSampler(dataset.sizes, 4, seed=0)
+    collate = MultiTaskCollator()
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+    module = OneTaskPerBatch("upgrad", accumulate_grad_batches=2)
+    reference = TwoHeadModel()
+    reference.load_state_dict(module.net.state_dict())
+    trainer = pl.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.fit(module, loader)
+    opt = GradSurgery(torch.optim.SGD(reference.parameters(), lr=0.1), method="upgrad")
+    batches = [collate([dataset[i] for i in indices]) for indices in sampler]
+    for window in (batches[0:2], batches[2:4]):
+        opt.zero_grad()
+        losses = {}
+        for batch in window:
+            h = reference.trunk(batch["x"])
+            column = TASKS.index(batch["task"])
+            losses[batch["task"]] = ((reference.heads[batch["task"]](h).squeeze(-1) - batch["y"][:, column]) ** 2).mean() / 2
+        opt.backward({t: losses[t] for t in TASKS})
+        opt.step()
+    for got, want in zip(module.net.parameters(), reference.parameters()):
+        torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-5, atol=1e-6)
+    assert module.last_surgery_stats.task_micro_batches == (1, 1)
