@@ -53,20 +53,25 @@ def normalise_losses(losses: Sequence[Tensor] | Mapping[str, Tensor]) -> tuple[l
 
 
 def normalise_task_weights(
-    task_weights: Sequence[float] | Mapping[str, float] | None, names: Sequence[str]
+    task_weights: Sequence[float] | Mapping[str, float] | None,
+    names: Sequence[str],
+    known: Sequence[str] | None = None,
 ) -> list[float]:
     """The static weight α_t of each task, in the order of ``names`` (all 1 by default).
 
+    ``known``: the task names a dict of weights may name (default ``names``; the declared
+    tasks, or all of a window's, when a step holds only some of them).
+
     Raises:
-        ValueError: wrong count, names that match no loss, or non-finite weights.
+        ValueError: wrong count, names that match no known task, or non-finite weights.
     """
     if task_weights is None:
         return [1.0] * len(names)
     if isinstance(task_weights, Mapping):
-        unknown = set(map(str, task_weights)) - set(names)
+        unknown = set(map(str, task_weights)) - set(names if known is None else known)
         if unknown:
             raise ValueError(
-                f"task_weights: no loss named {sorted(unknown)}; the losses are {list(names)}"
+                f"task_weights: no loss named {sorted(unknown)}; the losses are {list(names if known is None else known)}"
             )
         weights = [float(task_weights.get(n, 1.0)) for n in names]
     else:

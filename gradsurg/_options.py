@@ -168,6 +168,10 @@ def make_options(
     if not isinstance(batch_tasks, int) or (not isinstance(batch_tasks, bool) and batch_tasks < 1):
         raise ValueError(f"batch_tasks: expected True, False or a number of tasks per call ≥ 1, got {batch_tasks!r}")
     declared = _check_tasks(tasks)
+    if declared is not None and isinstance(task_weights, Mapping):
+        unknown = sorted(set(map(str, task_weights)) - set(declared))
+        if unknown:
+            raise ValueError(f"task_weights: no declared task named {unknown}; the tasks are {list(declared)}")
     if accumulate not in ACCUMULATE_MODES:
         raise ValueError(f"accumulate: expected one of {ACCUMULATE_MODES}, got {accumulate!r}")
     if isinstance(method, str) and declared is not None and "num_tasks" in method_class(method).needs:

@@ -96,5 +96,11 @@ def build_optimizer(
     )
     weights = {t: args.task_weights.get(t, 1.0) for t in args.tasks}
     return gradsurg.GradSurgery(
-        base, method=method, shared=shared, task_weights=weights, scaler=scaler, refresh_every=args.refresh_every
+        base,
+        method=method,
+        shared=shared,
+        task_weights=weights,
+        scaler=scaler,
+        refresh_every=args.refresh_every,
+        tasks=list(args.tasks),
     )

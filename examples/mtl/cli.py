@@ -178,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-task batch sizes: equal (round-robin) or proportional to the training set sizes",
     )
     g.add_argument(
+        "--task-batches",
+        choices=("joint", "homogeneous"),
+        default="joint",
+        help="joint: every micro-batch feeds every task; homogeneous: one task per micro-batch "
+        "(tasks in turn), one surgery per window of grad-accum x tasks micro-batches",
+    )
+    g.add_argument(
         "--task-weights",
         type=_mapping,
         default={},
@@ -293,6 +300,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ):
             if bad:
                 parser.error(f"--features: does not go with {flag}")
+    if args.task_batches == "homogeneous" and args.single_task is None:
+        if not gradsurg.methods.method_class(args.method).accumulates:
+            parser.error(
+                f"--task-batches: homogeneous batches accumulate one task per micro-batch, and "
+                f"{args.method} weighs all the losses of a step before any gradient; use joint batches"
+            )
+        if args.features:
+            parser.error("--features: does not go with --task-batches homogeneous")
     if args.text_column is not None and not args.text_column.strip():
         parser.error("--text-column: empty column name")
     if args.summary_column is not None and not args.summary_column.strip():

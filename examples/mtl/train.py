@@ -59,6 +59,8 @@ def train_step(args, model, optimizer, tasks: dict[str, dict], sizes: dict[str, 
     step_losses = dict.fromkeys(names, 0.0)
     stats = None
     single = args.single_task is not None
+    if getattr(args, "task_batches", "joint") == "homogeneous" and not single:
+        return _homogeneous_step(args, model, optimizer, tasks, sizes, step, pad, scaler)
     for micro in range(args.grad_accum):
         batch = training_batch(tasks, sizes, step * args.grad_accum + micro, args.seed)
         features = None
@@ -78,6 +80,34 @@ def train_step(args, model, optimizer, tasks: dict[str, dict], sizes: dict[str, 
             last = micro == args.grad_accum - 1
             sync = last or not optimizer.method.accumulates
             result = optimizer.backward(scaled, sync=sync, features=features)
+            stats = result if result is not None else stats
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return step_losses, stats
+
+
+def _homogeneous_step(args, model, optimizer, tasks: dict[str, dict], sizes: dict[str, int], step: int, pad: int, scaler=None):
+    """One optimizer step of task-homogeneous micro-batches: for each of ``--grad-accum`` rounds,
+    one micro-batch per task in turn (the rows the joint schedule would give that task), each
+    loss divided by the window's micro-batches; one surgery over the window."""
+    names = list(tasks)
+    window = args.grad_accum * len(names)
+    step_losses = dict.fromkeys(names, 0.0)
+    stats = None
+    for micro in range(args.grad_accum):
+        batch = training_batch(tasks, sizes, step * args.grad_accum + micro, args.seed)
+        for i, t in enumerate(names):
+            with autocast(args.amp):
+                loss = task_loss(model, t, tasks[t]["kind"], batch[t], pad)
+            step_losses[t] += float(loss.detach()) / args.grad_accum
+            scaled = loss / window
+            if scaler is not None:
+                scaled = scaler.scale(scaled)
+            last = micro == args.grad_accum - 1 and i == len(names) - 1
+            result = optimizer.backward({t: scaled}, sync=last)
             stats = result if result is not None else stats
     if scaler is not None:
         scaler.step(optimizer)

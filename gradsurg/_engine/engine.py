@@ -16,6 +16,7 @@ from typing import Any
 from torch import Tensor
 
 from .._dtensor import Sharding, fsdp_handles
+from .._losses import normalise_task_weights
 from .._options import Options, check_backward
 from .._stats import SurgeryStats
 from ..methods.base import Method
@@ -92,6 +93,14 @@ class Engine:
             self.options, sync=sync, features=features, retain_graph=retain_graph, pending=self.window.pending
         )
         declared = self.options.tasks
+        weights = self.options.task_weights
+        if declared is not None:
+            known: list[str] | None = list(declared)
+        elif sync and not self.window.open:
+            known = None  # a whole step: its losses are all the tasks
+        else:
+            # A micro-batch holds some of the window's tasks: the syncing call checks the union.
+            known = [str(k) for k in weights] if isinstance(weights, Mapping) else None
         plan = plan_step(
             losses,
             self.options.task_weights,
@@ -100,6 +109,7 @@ class Engine:
             retain_graph=retain_graph,
             previous_names=declared or self.task_names,
             sharding=self._sharding(params),
+            known_names=known,
         )
         if declared is not None:
             unknown = [n for n in plan.names if n not in declared]
@@ -113,6 +123,8 @@ class Engine:
             # The syncing call of a window: one surgery over the union of its tasks.
             union = list(dict.fromkeys([*self.window.names, *plan.names]))
             window_names = self._order(self.reducer.agree_names(union))
+            if declared is None:
+                normalise_task_weights(weights, list(window_names))  # names no task of the window?
             self._check_tasks(window_names)
         elif sync:
             self._check_tasks(tuple(plan.names))

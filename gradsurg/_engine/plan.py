@@ -133,6 +133,7 @@ def plan_step(
     retain_graph: bool = False,
     previous_names: Sequence[str] | None = None,
     sharding: Sharding | None = None,
+    known_names: Sequence[str] | None = None,
 ) -> StepPlan:
     """Check the losses and find the shared parameters (those of ``params`` reached by two or
     more losses, read off the autograd graph, unless ``shared`` fixes them).
@@ -140,7 +141,8 @@ def plan_step(
     Losses given as a dict with the same names as ``previous_names`` in another order are put
     in that order, so per-task state follows the task's name. Leaf tensors that require grad
     and are reached but are not in ``params`` are appended to the plan's ``params`` as
-    task-specific (never shared) parameters.
+    task-specific (never shared) parameters. ``known_names`` are the names a dict of
+    ``task_weights`` may name (default: these losses').
 
     Raises:
         TypeError, ValueError: bad ``losses`` or ``task_weights``, a loss that reaches none of
@@ -151,7 +153,7 @@ def plan_step(
     order = _task_order(names, previous_names)
     if order is not None:
         names, scalars = [names[i] for i in order], [scalars[i] for i in order]
-    alphas = normalise_task_weights(task_weights, names)
+    alphas = normalise_task_weights(task_weights, names, known_names)
     num_candidates = len(params)
     index = {id(p): k for k, p in enumerate(params)}
     if sharding is not None:

@@ -142,7 +142,7 @@ def window_step(plan: StepPlan, sums: dict[str, TaskSums], names: Sequence[str],
     window_plan = StepPlan(
         list(names),
         [],
-        normalise_task_weights(options.task_weights, list(names)),
+        normalise_task_weights(options.task_weights, list(names), options.tasks),
         params,
         reached,
         shared_idx,

@@ -185,3 +185,24 @@ def test_a_failed_micro_batch_discards_the_window_and_says_so(make_model):
     # The window is intact after a refusal before any gradient was taken.
     stats = opt.backward(_losses(model, t2, x2, y2))
     assert stats.task_names == ("a", "b")
+
+
+@pytest.mark.parametrize("declared", [None, list(NAMES)])
+def test_task_weights_may_name_tasks_a_micro_batch_lacks(declared, make_model):
+    model, _, _ = make_model(3)
+    big = copy.deepcopy(model)
+    weights = {"a": 2.0, "b": 0.5, "c": 1.5}
+    batches = _batches([("a",), ("b",), ("c",)])
+    opt = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method="upgrad", task_weights=weights, tasks=declared)
+    _window(opt, model, batches)
+    ref = GradSurgery(torch.optim.SGD(big.parameters(), lr=0.1), method="upgrad", task_weights=weights)
+    ref.backward(_summed_losses(big, batches))
+    for p, q in zip(model.parameters(), big.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6)
+    # A weight for a task no step ever has is still an error (a typo), at the syncing call or
+    # at construction when the tasks are declared.
+    typo = GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method="upgrad", task_weights={"a": 1.0, "d": 2.0})
+    with pytest.raises(ValueError, match=r"task_weights: no loss named \['d'\]"):
+        _window(typo, model, batches)
+    with pytest.raises(ValueError, match=r"^task_weights: no declared task named \['d'\]"):
+        GradSurgery(torch.optim.SGD(model.parameters(), lr=0.1), method="upgrad", task_weights={"d": 2.0}, tasks=list(NAMES))
