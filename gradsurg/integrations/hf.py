@@ -135,6 +135,8 @@ class GradSurgeryTrainer(Trainer):
         self.collator = MultiTaskCollator(collators)
         self.task_metrics = dict(task_metrics or {})
         self.mixing, self.temperature = mixing, temperature
+        if self.eval_datasets and task_losses is None:
+            raise ValueError("task_losses: with eval_datasets, pass task_losses=fn(model, task, inputs) -> loss")
         if train_datasets is not None:
             self._setup_task_datasets(train_datasets, args, kwargs)
         super().__init__(*args, **kwargs)
@@ -267,8 +269,8 @@ class GradSurgeryTrainer(Trainer):
         batches and its ``task_metrics``, as ``{prefix}_{task}_{key}``."""
         if not self.eval_datasets or eval_dataset is not None:
             return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
-        assert self.task_losses is not None, "task_losses is required with eval_datasets"
         model = self.model
+        assert model is not None and self.task_losses is not None  # checked at construction
         model.eval()
         metrics: dict[str, float] = {}
         size = self.args.per_device_eval_batch_size

@@ -62,12 +62,11 @@ def test_first_update_equals_the_own_loop_on_the_same_batches(tmp_path, method):
 def test_the_example_runs_and_reports_each_task(tmp_path, capsys):
     from examples import hf_llm
 
-    summary = hf_llm.main(
-        [
-            "--preset", "tiny", "--steps", "2", "--batch-size", "2", "--max-train", "8", "--max-eval", "4",
-            "--eval-batch-size", "4", "--data-dir", str(DATA_DIR), "--output-dir", str(tmp_path / "run"), "--quiet",
-        ]  # fmt: skip
-    )
+    flags = [
+        "--preset", "tiny", "--steps", "2", "--batch-size", "2", "--max-train", "8", "--max-eval", "4",
+        "--eval-batch-size", "4", "--data-dir", str(DATA_DIR), "--output-dir", str(tmp_path / "run"), "--quiet",
+    ]  # fmt: skip
+    summary = hf_llm.main(flags)
     assert 0.0 <= summary["eval_sst2_accuracy"] <= 1.0
     assert "eval_aeslc_rouge1" in summary and "eval_aeslc_loss" in summary
     assert summary["micro_batches_per_step"] == 2 and summary["last_step_tasks"] == ["sst2", "aeslc"]
