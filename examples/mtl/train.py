@@ -81,12 +81,17 @@ def train_step(args, model, optimizer, tasks: dict[str, dict], sizes: dict[str, 
             sync = last or not optimizer.method.accumulates
             result = optimizer.backward(scaled, sync=sync, features=features)
             stats = result if result is not None else stats
+    _optimizer_step(optimizer, scaler)
+    return step_losses, stats
+
+
+def _optimizer_step(optimizer, scaler=None) -> None:
+    """The optimizer's step, through the GradScaler when there is one."""
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
     else:
         optimizer.step()
-    return step_losses, stats
 
 
 def _homogeneous_step(args, model, optimizer, tasks: dict[str, dict], sizes: dict[str, int], step: int, pad: int, scaler=None):
@@ -109,11 +114,7 @@ def _homogeneous_step(args, model, optimizer, tasks: dict[str, dict], sizes: dic
             last = micro == args.grad_accum - 1 and i == len(names) - 1
             result = optimizer.backward({t: scaled}, sync=last)
             stats = result if result is not None else stats
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
+    _optimizer_step(optimizer, scaler)
     return step_losses, stats
 
 

@@ -49,3 +49,25 @@ def big_batch_update(method: str, lr: float, rows: Rows) -> list[torch.Tensor]:
     opt.backward(model(rows.x, rows.y)["losses"])
     opt.step()
     return [p.detach().clone() for p in model.parameters()]
+
+
+def training_args(transformers, tmp_path, **kw):
+    """The tests' TrainingArguments: CPU, SGD at a constant rate, no clipping, no saving, a log
+    every step, overridden by ``kw``."""
+    base = {
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 4,
+        "learning_rate": 0.1,
+        "optim": "sgd",
+        "lr_scheduler_type": "constant",
+        "max_grad_norm": 0.0,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
+        "use_cpu": True,
+        "remove_unused_columns": False,
+        "seed": 0,
+        "disable_tqdm": True,
+    }
+    base.update(kw)
+    return transformers.TrainingArguments(**base)

@@ -8,29 +8,13 @@ import torch
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
 pytest.importorskip("accelerate", reason="accelerate is not installed")
 
-from _tiny import TASKS, Rows, TwoHeadModel, big_batch_update
+from _tiny import TASKS, Rows, TwoHeadModel, big_batch_update, training_args
 
 from gradsurg.integrations.hf import GradSurgeryTrainer
 
 
 def _args(tmp_path, **kw):
-    base = {
-        "output_dir": str(tmp_path / "out"),
-        "per_device_train_batch_size": 4,
-        "learning_rate": 0.1,
-        "optim": "sgd",
-        "lr_scheduler_type": "constant",
-        "max_grad_norm": 0.0,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": [],
-        "use_cpu": True,
-        "remove_unused_columns": False,
-        "seed": 0,
-        "disable_tqdm": True,
-    }
-    base.update(kw)
-    return transformers.TrainingArguments(**base)
+    return training_args(transformers, tmp_path, **kw)
 
 
 def test_accumulation_equals_the_big_batch_surgery(tmp_path):
