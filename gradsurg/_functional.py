@@ -3,6 +3,7 @@ and aggregation of given gradients (:func:`gramian`, :func:`aggregate`)."""
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -13,6 +14,7 @@ from torch import Tensor
 from ._engine import Engine
 from ._options import DataParallelMode, Groups, NonFinitePolicy, Reduction, make_options
 from ._stats import SurgeryStats
+from ._trace import read_trace
 from .kernels import get_backend
 from .methods import GramMethod, MatrixMethod, Method, resolve_method
 
@@ -37,6 +39,7 @@ def backward(
     j_dtype: torch.dtype | None = None,
     batch_tasks: bool | int = False,
     tasks: Sequence[str] | None = None,
+    trace: str | os.PathLike | None = None,
     features: Tensor | None = None,
     retain_graph: bool = False,
 ) -> SurgeryStats:
@@ -64,7 +67,9 @@ def backward(
             ordinary gradient; leaf tensors outside ``params`` that a loss reaches get their
             ordinary gradient too.
         method, shared, task_weights, reduction, backend, nonfinite, scaler, data_parallel,
-            process_group, groups, j_dtype, batch_tasks, tasks: as for :class:`GradSurgery`.
+            process_group, groups, j_dtype, batch_tasks, tasks, trace: as for
+            :class:`GradSurgery` (a trace's steps are numbered across the calls of this
+            process).
         features, retain_graph: as for :meth:`GradSurgery.backward`.
 
     Returns:
@@ -113,6 +118,7 @@ def backward(
         j_dtype=j_dtype,
         batch_tasks=batch_tasks,
         tasks=tasks,
+        trace=trace,
     )
     if groups is not None and options.method.stateful:
         raise ValueError(
@@ -121,6 +127,11 @@ def backward(
             "GradSurgery(..., groups=...)"
         )
     engine = Engine(options)
+    if options.trace is not None:
+        key = str(options.trace.resolve())
+        if key not in _TRACE_STEPS:
+            _TRACE_STEPS[key] = len(read_trace(options.trace)) if options.trace.exists() else 0
+        engine.applied_steps = _TRACE_STEPS[key]
     if options.method.stateful:
         # Per-task state follows the task names across calls, as in GradSurgery.
         engine.task_names = _TASK_NAMES.get(options.method)
@@ -128,8 +139,15 @@ def backward(
     assert stats is not None  # sync=True: a whole step
     if options.method.stateful and engine.task_names is not None:
         _TASK_NAMES[options.method] = engine.task_names
+    if options.trace is not None:
+        _TRACE_STEPS[str(options.trace.resolve())] = engine.applied_steps
+        if engine.trace is not None:
+            engine.trace.close()
     return stats
 
+
+# The steps a trace file holds, per file (the next call's step is the next number).
+_TRACE_STEPS: dict[str, int] = {}
 
 # The task names of a stateful method instance's last step (its state is in that order).
 _TASK_NAMES: weakref.WeakKeyDictionary[Method, tuple[str, ...]] = weakref.WeakKeyDictionary()

@@ -9,8 +9,10 @@ of the argument to change. Nothing here changes any state.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
@@ -85,6 +87,7 @@ class Options:
     batch_tasks: int = 1
     tasks: tuple[str, ...] | None = None
     accumulate: Accumulate = "sum"
+    trace: Path | None = None
     sharded: bool = False
 
     @property
@@ -137,6 +140,7 @@ def make_options(
     batch_tasks: bool | int = False,
     tasks: Sequence[str] | None = None,
     accumulate: Accumulate = "sum",
+    trace: str | os.PathLike | None = None,
 ) -> Options:
     """Check every option, alone and against the others and the method's kind.
 
@@ -167,6 +171,11 @@ def make_options(
         raise ValueError(f"j_dtype: expected a floating torch.dtype (e.g. torch.bfloat16), got {j_dtype!r}")
     if not isinstance(batch_tasks, int) or (not isinstance(batch_tasks, bool) and batch_tasks < 1):
         raise ValueError(f"batch_tasks: expected True, False or a number of tasks per call ≥ 1, got {batch_tasks!r}")
+    if trace is not None and not isinstance(trace, (str, os.PathLike)):
+        raise TypeError(f"trace: expected a file path, got {type(trace).__name__}")
+    trace_path = None if trace is None else Path(trace)
+    if trace_path is not None and trace_path.is_dir():
+        raise ValueError(f"trace: {trace_path} is a folder; give a file path (e.g. run/trace.jsonl)")
     declared = _check_tasks(tasks)
     if declared is not None and isinstance(task_weights, Mapping):
         unknown = sorted(set(map(str, task_weights)) - set(declared))
@@ -221,6 +230,7 @@ def make_options(
         batch_tasks=chunk,
         tasks=declared,
         accumulate=accumulate,
+        trace=trace_path,
         sharded=sharded,
     )
 

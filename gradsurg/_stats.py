@@ -51,6 +51,8 @@ class SurgeryStats:
             one backward (False: ``gram`` is None). Always True otherwise.
         group_weights: with ``groups=``, the ``(G, T)`` weights of each group (``weights`` is
             then NaN); None otherwise.
+        group_grams: with ``groups=``, the ``(G, T, T)`` Gram matrix of each group; None
+            otherwise.
         task_micro_batches: per task, how many micro-batches of the step it came from (an
             accumulation window whose micro-batches hold different tasks); all equal to
             ``micro_batches`` otherwise.
@@ -71,6 +73,7 @@ class SurgeryStats:
     refreshed: bool = True
     group_weights: Tensor | None = None
     task_micro_batches: tuple[int, ...] = ()
+    group_grams: Tensor | None = None
     tasks_per_backward: int = 1
 
     @property
@@ -116,6 +119,7 @@ def make_stats(
     tasks_per_backward: int = 1,
     group_weights: Tensor | None = None,
     task_micro_batches: tuple[int, ...] | None = None,
+    group_grams: Tensor | None = None,
 ) -> SurgeryStats:
     """The one builder of :class:`SurgeryStats`: a step that names non-finite tasks was skipped
     (weights zero); ``weights=None`` means the method has no weights (NaN)."""
@@ -138,4 +142,5 @@ def make_stats(
         tasks_per_backward=tasks_per_backward,
         group_weights=None if skipped else group_weights,
         task_micro_batches=(micro_batches,) * num_tasks if task_micro_batches is None else task_micro_batches,
+        group_grams=None if skipped or group_grams is None else group_grams.detach().to("cpu", torch.float64),
     )

@@ -7,6 +7,7 @@ optimizer, skipped steps, checkpoints); every step is run by the engine
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -107,6 +108,11 @@ class GradSurgery(torch.optim.Optimizer):
             ``loss.backward()`` accumulation and every method equals one big batch whose task
             losses are the summed ones) or ``"mean"`` (divided by the number of micro-batches
             the task appeared in). ``stats.task_micro_batches`` gives the counts.
+        trace: a file to which every applied step appends its task names, losses, Gram matrix
+            (per group with ``groups=``) and weights (JSON Lines, crash-safe; rank 0 writes under
+            DDP): what :func:`gradsurg.replay` and ``python -m gradsurg.report`` read to say
+            what every other Gram method would have done. The step numbers continue across a
+            checkpoint's resume.
 
     Parameters that a loss reaches but the wrapped optimizer does not hold (task heads in a
     second optimizer) get their ordinary gradient, as with ``Tensor.backward``.
@@ -132,6 +138,7 @@ class GradSurgery(torch.optim.Optimizer):
         batch_tasks: bool | int = False,
         tasks: Sequence[str] | None = None,
         accumulate: Accumulate = "sum",
+        trace: str | os.PathLike | None = None,
     ) -> None:
         # Everything is checked before the wrapped optimizer is touched: a failed construction
         # leaves it exactly as it was.
@@ -154,6 +161,7 @@ class GradSurgery(torch.optim.Optimizer):
             batch_tasks=batch_tasks,
             tasks=tasks,
             accumulate=accumulate,
+            trace=trace,
         )
         self.optimizer = optimizer
         self._engine = Engine(options)

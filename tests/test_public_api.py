@@ -11,7 +11,7 @@ import gradsurg
 from gradsurg import kernels, methods
 
 #: The modules directly under gradsurg/ that users import; the rest are internal.
-PUBLIC_MODULES = {"optim", "methods", "kernels", "integrations"}
+PUBLIC_MODULES = {"optim", "methods", "kernels", "integrations", "data", "report"}
 
 
 def test_the_top_level_surface():
@@ -19,7 +19,9 @@ def test_the_top_level_surface():
         "GradSurgery",
         "Method",
         "Options",
+        "Replay",
         "SurgeryStats",
+        "TraceStep",
         "__version__",
         "aggregate",
         "available_methods",
@@ -29,6 +31,8 @@ def test_the_top_level_surface():
         "gramian",
         "kernels",
         "methods",
+        "read_trace",
+        "replay",
     }
     for name in gradsurg.__all__:
         obj = getattr(gradsurg, name)

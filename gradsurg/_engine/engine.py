@@ -19,6 +19,7 @@ from .._dtensor import Sharding, fsdp_handles
 from .._losses import normalise_task_weights
 from .._options import Options, check_backward
 from .._stats import SurgeryStats
+from .._trace import TraceWriter
 from ..methods.base import Method
 from .accumulate import AccumulationWindow
 from .batching import TaskBatching
@@ -33,6 +34,14 @@ from .representation import RepresentationPath
 __all__ = ["Engine"]
 
 
+def _writes_trace() -> bool:
+    """Whether this process writes the trace: the only one, or rank 0 (in exact mode every rank
+    has the same step)."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 class Engine:
     """Runs surgery steps with validated ``options`` (:func:`gradsurg._options.make_options`)."""
 
@@ -45,6 +54,8 @@ class Engine:
         self.refresh = RefreshSchedule(options.refresh_every)
         self.batching = TaskBatching(options.batch_tasks)
         self.task_names: tuple[str, ...] | None = None  # of the last applied step
+        self.applied_steps = 0  # steps applied so far (the trace numbers them)
+        self.trace = None if options.trace is None or not _writes_trace() else TraceWriter(options.trace)
         # With groups=, each group's own copy of the method (the first is the method itself).
         self.group_methods: list[Method] = []
         self.path: StepPath = path_for(self.method)
@@ -149,7 +160,11 @@ class Engine:
             self._restore_method_state(saved)
             return stats
         self.task_names = stats.task_names
-        return self.refresh.count(plan, stats, refreshed=cached is None, scale=self.options.scale(plan.num_tasks))
+        self.applied_steps += 1
+        stats = self.refresh.count(plan, stats, refreshed=cached is None, scale=self.options.scale(plan.num_tasks))
+        if self.trace is not None:
+            self.trace.record(self.applied_steps, stats, stats.group_grams, self.options.reduction)
+        return stats
 
     def discard_window(self) -> None:
         """Drop the micro-batches accumulated with ``sync=False`` (``zero_grad``)."""
@@ -236,6 +251,7 @@ class Engine:
             "group_methods": [m.state_dict() for m in self.group_methods[1:]],
             "task_names": self.task_names,
             "refresh": self.refresh.state_dict(),
+            "applied_steps": self.applied_steps,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -250,3 +266,4 @@ class Engine:
         names = state.get("task_names")
         self.task_names = None if names is None else tuple(names)
         self.refresh.load_state_dict(state.get("refresh") or {})
+        self.applied_steps = int(state.get("applied_steps", 0))

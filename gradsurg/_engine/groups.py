@@ -34,6 +34,7 @@ class GroupedGramPath(PerTaskGradientPath):
     def __init__(self, groups: list[list[Tensor]] | None, methods: list[Method]) -> None:
         self.groups = groups  # None: one group per shared parameter
         self.methods = methods
+        self.last_group_grams: Tensor | None = None  # of the last step, for its stats
 
     def members(self, buffers: SharedBuffers) -> list[set[int]]:
         """Each group's shared parameters (ids); shared parameters in no group form the last."""
@@ -50,7 +51,7 @@ class GroupedGramPath(PerTaskGradientPath):
         while len(self.methods) < len(members):
             self.methods.append(copy.deepcopy(self.methods[0]))  # a fresh state per new group
         num_tasks = buffers.num_tasks
-        weights_per_group = []
+        weights_per_group, grams = [], []
         for ids, group_method in zip(members, self.methods):
             parts = []
             for buf, backend in zip(buffers.groups, kernels):
@@ -59,6 +60,7 @@ class GroupedGramPath(PerTaskGradientPath):
                     parts.append(backend.gram_lists([[buf.rows[t][j] for j in cols] for t in range(num_tasks)]))
             gram = to_host(host.losses, ctx.reducer.reduce_gram(parts), None, host.inv_scale).gram
             assert gram is not None and isinstance(group_method, GramMethod)
+            grams.append(gram)
             weights_per_group.append(group_method.weights(gram, losses=host.losses) * scale)
         for ids, weights in zip(members, weights_per_group):
             w = weights.tolist()
@@ -76,4 +78,5 @@ class GroupedGramPath(PerTaskGradientPath):
                             out.add_(b.rows[t][j], alpha=wt)
 
                 write_shared_subset(buf, cols, combine)
+        self.last_group_grams = torch.stack(grams)
         return None, torch.stack(weights_per_group)

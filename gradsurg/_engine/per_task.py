@@ -36,6 +36,8 @@ class PerTaskGradientPath:
 
     #: Whether the path can combine several (device, dtype) groups with one set of weights.
     handles_groups = True
+    #: Grouped surgery: each group's Gram matrix of the last step (for its stats).
+    last_group_grams: Tensor | None = None
 
     def run(self, plan: StepPlan, ctx: StepContext, *, sync: bool = True) -> SurgeryStats | None:
         if sync and not ctx.window.open:
@@ -114,7 +116,12 @@ class PerTaskGradientPath:
         backend = "+".join(dict.fromkeys(k.name for k in kernels)) or "torch"
         scale = options.scale(plan.num_tasks)
 
-        def stats(weights: Tensor | None, bad: tuple[str, ...] = (), group_weights: Tensor | None = None) -> SurgeryStats:
+        def stats(
+            weights: Tensor | None,
+            bad: tuple[str, ...] = (),
+            group_weights: Tensor | None = None,
+            group_grams: Tensor | None = None,
+        ) -> SurgeryStats:
             return make_stats(
                 plan.names,
                 host.losses,
@@ -126,6 +133,7 @@ class PerTaskGradientPath:
                 micro_batches=captured.micro_batches,
                 tasks_per_backward=captured.tasks_per_backward,
                 group_weights=group_weights,
+                group_grams=group_grams,
             )
 
         bad = nonfinite_tasks(plan.names, host.finite, options.policy)
@@ -155,7 +163,7 @@ class PerTaskGradientPath:
                 return stats(None, bad)
         write_specific(plan.params, captured.specific, scale)
         reducer.finish(_written(plan, buffers, captured.specific))
-        return stats(weights, group_weights=group_weights)
+        return stats(weights, group_weights=group_weights, group_grams=self.last_group_grams)
 
     def combine(
         self, ctx: StepContext, buffers: SharedBuffers, kernels: list[Backend], host: HostView, scale: float
