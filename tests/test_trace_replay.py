@@ -79,7 +79,7 @@ os.kill(os.getpid(), 9)
     damaged = tmp_path / "damaged.jsonl"
     lines = path.read_text().splitlines()
     damaged.write_text("\n".join([lines[0], "{broken", lines[1]]) + "\n")
-    with pytest.raises(ValueError, match="trace: line 2 .* is damaged"):
+    with pytest.raises(ValueError, match=r"trace: line 2 .* is damaged"):
         gradsurg.read_trace(damaged)
 
 
