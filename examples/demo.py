@@ -7,7 +7,10 @@ and seed: once with a surgery method (``--method``, default ``pcgrad``) and once
 sum of the task losses (``--baseline``, default ``sum``). It prints the per-task metrics side by
 side and writes, under ``--output-dir``: ``loss_curves.png`` (train loss per task, both runs),
 ``cosine.png`` (the cosine of the two task gradients on the shared LoRA parameters, both runs),
-``comparison.md`` and each run's own folder (``metrics.json``, ``log.csv``, PNGs, checkpoint).
+``comparison.md`` and each run's own folder (``metrics.json``, ``log.csv``, PNGs, checkpoint,
+``trace.jsonl``). It ends with every Gram method replayed on the baseline run's Gram trace
+(``python -m gradsurg.report``): how far each would have moved the update, and which task each
+would have favoured, with its PNGs in ``OUT/<baseline>/report``.
 
     python -m examples.demo                 # about 5 minutes on 2 CPU cores (make demo)
     python -m examples.demo --preset tiny   # a random tiny backbone: the code path in seconds
@@ -83,7 +86,7 @@ def demo_flags(args: argparse.Namespace, method: str) -> list[str]:
         "--max-eval", str(args.max_eval), "--max-source-len", str(args.max_source_len),
         "--max-target-len", str(args.max_target_len), "--eval-batch-size", str(args.eval_batch_size),
         "--lr", str(args.lr), "--task-lr", f"cls={args.head_lr}", "--seed", str(args.seed), "--data-dir", str(args.data_dir),
-        "--output-dir", str(args.output_dir / method),
+        "--output-dir", str(args.output_dir / method), "--trace",
     ]  # fmt: skip
     if args.threads:
         flags += ["--threads", str(args.threads)]
@@ -123,7 +126,19 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     (args.output_dir / "comparison.md").write_text(text + "\n")
     print(text)
     print(f"pictures: {args.output_dir / 'loss_curves.png'}, {args.output_dir / 'cosine.png'}")
+    _replay_table(args.output_dir / args.baseline)
     return results
+
+
+def _replay_table(run: Path) -> None:
+    """What every Gram method would have done on the baseline run's gradients: the report of
+    its trace (``python -m gradsurg.report``), with its PNGs in ``run/report``."""
+    from gradsurg.report import main as report
+
+    trace = run / "trace.jsonl"
+    if trace.is_file():
+        print(f"\n== every Gram method replayed on the {run.name} run's gradients ({trace})")
+        report([str(trace), "--out", str(run / "report"), "--quiet"])
 
 
 def _conflict_summary(method: str, log: list[dict], tasks: list[str]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import random
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -103,4 +104,5 @@ def build_optimizer(
         scaler=scaler,
         refresh_every=args.refresh_every,
         tasks=list(args.tasks),
+        trace=Path(args.output_dir) / "trace.jsonl" if getattr(args, "trace", False) else None,
     )

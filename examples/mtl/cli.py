@@ -178,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-task batch sizes: equal (round-robin) or proportional to the training set sizes",
     )
     g.add_argument(
+        "--trace",
+        action="store_true",
+        help="record the Gram trace of every step in OUTPUT_DIR/trace.jsonl (python -m gradsurg.report reads it)",
+    )
+    g.add_argument(
         "--task-batches",
         choices=("joint", "homogeneous"),
         default="joint",

@@ -38,6 +38,15 @@ def test_demo_runs_method_and_baseline_side_by_side(tmp_path, capsys):
         assert line in printed, line
     assert (out / "comparison.md").read_text().startswith("| task | metric | pcgrad | sum |")
     assert "pcgrad: cosine sst2/aeslc in [" in printed and "negative on" in printed
+    # The baseline's Gram trace, every Gram method replayed on it.
+    import gradsurg
+
+    steps = gradsurg.read_trace(out / "sum" / "trace.jsonl")
+    assert [s.step for s in steps] == [1, 2, 3] and all(s.method == "sum" for s in steps)
+    assert "every Gram method replayed on the sum run's gradients" in printed
+    assert "| mgda |" in printed and "| upgrad |" in printed
+    for png in ("cosines.png", "shares.png", "deviation.png"):
+        assert (out / "sum" / "report" / png).read_bytes()[:8] == PNG, png
 
 
 def test_demo_refuses_the_same_method_twice(capsys):

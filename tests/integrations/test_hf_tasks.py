@@ -199,3 +199,24 @@ def test_methods_needing_the_task_count_are_built_by_name_from_declared_tasks(tm
     )
     trainer.train()
     assert isinstance(trainer.surgery_optimizer.method, gradsurg.methods.UW)
+
+
+def test_the_trainer_writes_a_trace_on_request_and_resume_continues_it(tmp_path):
+    path = tmp_path / "trace.jsonl"
+
+    def run(out, max_steps, resume=None):
+        trainer = GradSurgeryTrainer(
+            model=TwoHeadModel(),
+            args=_args(tmp_path, output_dir=str(out), max_steps=max_steps, save_strategy="steps", save_steps=2),
+            train_datasets=_datasets(),
+            task_losses=task_loss,
+            surgery="mean",
+            surgery_kwargs={"trace": path},
+        )
+        trainer.train(resume_from_checkpoint=resume)
+
+    run(tmp_path / "a", 2)
+    run(tmp_path / "b", 3, resume=str(tmp_path / "a" / "checkpoint-2"))
+    steps = gradsurg.read_trace(path)
+    assert [s.step for s in steps] == [1, 2, 3]
+    assert all(s.tasks == TASKS and s.task_micro_batches == (1, 1) for s in steps)

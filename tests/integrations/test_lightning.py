@@ -115,3 +115,16 @@ def test_accumulate_grad_batches_over_task_homogeneous_batches_is_one_surgery_pe
     for got, want in zip(module.net.parameters(), reference.parameters()):
         torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-5, atol=1e-6)
     assert module.last_surgery_stats.task_micro_batches == (1, 1)
+
+
+def test_the_module_writes_a_trace_on_request(tmp_path):
+    path = tmp_path / "trace.jsonl"
+
+    class Traced(MultiTask):
+        def configure_optimizers(self):
+            return GradSurgery(torch.optim.SGD(self.parameters(), lr=self.lr), method=self.method, trace=path)
+
+    _fit(Traced("upgrad"), Rows(12), max_steps=3)
+    import gradsurg
+
+    assert [s.step for s in gradsurg.read_trace(path)] == [1, 2, 3]
