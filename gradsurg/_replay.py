@@ -136,7 +136,7 @@ def replay(
         trace: a trace file (``GradSurgery(trace=...)``) or its steps (:func:`read_trace`).
         methods: method names or instances (a copy is stepped; the instance is untouched);
             default: every registered Gram method.
-        progress: a progress bar over the steps (tqdm).
+        progress: a progress bar over the steps (when tqdm is installed).
 
     Returns:
         A :class:`Replay`: per step and method, its weights, the relative deviation of its
@@ -162,9 +162,12 @@ def replay(
     results = {name: MethodReplay(name) for name in instances}
     iterator: Iterable[TraceStep] = steps
     if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(steps, desc="replay", unit="step")
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # the bar is a nicety: without tqdm, no bar
+            pass
+        else:
+            iterator = tqdm(steps, desc="replay", unit="step")
     for step in iterator:
         gram, losses = step.gram, step.losses
         weights = step.weights

@@ -196,7 +196,10 @@ def format_report(summary: Summary) -> str:
 def plot(result: Replay, summary: Summary, out: Path) -> list[Path]:
     """cosines.png (each pair over the steps), shares.png (task shares per method),
     deviation.png (deviation per method over the steps); the paths written."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError("--out: the PNGs need matplotlib (pip install matplotlib)") from error
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
