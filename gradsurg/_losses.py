@@ -78,7 +78,8 @@ def normalise_task_weights(
         weights = [float(a) for a in task_weights]
         if len(weights) != len(names):
             raise ValueError(
-                f"task_weights: has {len(weights)} entries but {len(names)} losses were given"
+                f"task_weights: has {len(weights)} entries but {len(names)} losses were given "
+                "(for steps that hold some of the tasks, give task_weights as a dict by task name)"
             )
     for name, a in zip(names, weights):
         if not math.isfinite(a):

@@ -26,7 +26,8 @@ from .batching import TaskBatching
 from .context import BufferCache, StepContext
 from .groups import GroupedGramPath
 from .paths import StepPath, path_for
-from .plan import plan_step
+from .per_task import PerTaskGradientPath
+from .plan import StepPlan, plan_step
 from .reduce import LocalReduce, make_reducer
 from .refresh import RefreshSchedule
 from .representation import RepresentationPath
@@ -129,11 +130,8 @@ class Engine:
         self.window.check(plan)
         cached = None if features is not None else self.refresh.cached_path(plan, self.window)
         path: StepPath = RepresentationPath(features) if features is not None else cached or self.path
-        window_names = None
-        if sync and self.window.open:
-            # The syncing call of a window: one surgery over the union of its tasks.
-            union = list(dict.fromkeys([*self.window.names, *plan.names]))
-            window_names = self._order(self.reducer.agree_names(union))
+        window_names = self._window_names(plan, path, sync)
+        if window_names is not None:
             if declared is None:
                 normalise_task_weights(weights, list(window_names))  # names no task of the window?
             self._check_tasks(window_names)
@@ -190,6 +188,34 @@ class Engine:
             return None
         handles = fsdp_handles(params, list(self.method.parameters()))
         return None if handles is None else Sharding(handles, self.options.process_group)
+
+    def _window_names(self, plan: StepPlan, path: StepPath, sync: bool) -> tuple[str, ...] | None:
+        """At a syncing call that runs as a window — an open accumulation window, or ranks that
+        hold different tasks — the tasks of the whole window, agreed by every rank; None for a
+        step of one micro-batch whose tasks every rank shares (or a micro-batch).
+
+        Raises:
+            ValueError: naming ``losses``, on every rank: the ranks hold different tasks for a
+                path that cannot agree on them (loss-space methods, steps between refreshes).
+        """
+        if not sync:
+            return None
+        local = list(dict.fromkeys([*self.window.names, *plan.names]))
+        distributed = self.reducer.world_size > 1 and self.reducer.exact
+        if not self.window.open and not distributed:
+            return None
+        gathered = self.reducer.gather_names(local)
+        union = list(dict.fromkeys(name for rank in gathered for name in rank))
+        differ = any(set(rank) != set(union) for rank in gathered)
+        if not self.window.open and not differ:
+            return None
+        if not isinstance(path, PerTaskGradientPath):
+            raise ValueError(
+                f"losses: the ranks hold different tasks ({gathered}), and {self.method.name} weighs "
+                "each step's losses on every rank alike; give every rank the same tasks "
+                "(gradsurg.data.MultiTaskBatchSampler does)"
+            )
+        return self._order(union)
 
     def _order(self, names: list[str]) -> tuple[str, ...]:
         """A window's tasks in the declared order, else in the last step's order when they are

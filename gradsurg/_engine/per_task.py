@@ -40,7 +40,7 @@ class PerTaskGradientPath:
     last_group_grams: Tensor | None = None
 
     def run(self, plan: StepPlan, ctx: StepContext, *, sync: bool = True) -> SurgeryStats | None:
-        if sync and not ctx.window.open:
+        if sync and ctx.window_names is None:
             return self._direct(plan, ctx)
         self._capture_into_window(plan, ctx)
         if not sync:

@@ -60,10 +60,9 @@ class LocalReduce:
         the same J (one process, exact mode), so nothing to exchange."""
         return ok
 
-    def agree_names(self, names: Sequence[str]) -> list[str]:
-        """The union of the tasks every rank's accumulation window saw (in first-seen order,
-        rank 0's first)."""
-        return list(names)
+    def gather_names(self, names: Sequence[str]) -> list[list[str]]:
+        """Every rank's task names (one process: its own)."""
+        return [list(names)]
 
     def agree_reach(self, reach: Tensor) -> Tensor:
         """``(T, K)`` 0/1: whether task t reached candidate parameter k on any rank."""
@@ -139,14 +138,14 @@ class DataParallel(LocalReduce):
         """Local mode: each rank has its own weights, so agree (exact mode: they are equal)."""
         return ok if self.exact else self.agree(ok)
 
-    def agree_names(self, names: Sequence[str]) -> list[str]:
-        """The union of the ranks' window tasks, the same list on every rank (exact mode; in
-        local mode each rank keeps its own window)."""
+    def gather_names(self, names: Sequence[str]) -> list[list[str]]:
+        """Every rank's task names, the same lists on every rank (exact mode; in local mode each
+        rank keeps its own step)."""
         if not self.exact:
-            return list(names)
+            return [list(names)]
         gathered: list[Any] = [None] * self.world_size
         self._dist.all_gather_object(gathered, list(names), group=self.group)
-        return list(dict.fromkeys(name for rank in gathered for name in rank))
+        return [list(rank) for rank in gathered]
 
     def agree_reach(self, reach: Tensor) -> Tensor:
         """Whether task t reached parameter k on any rank (exact mode)."""

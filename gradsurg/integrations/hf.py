@@ -99,7 +99,7 @@ class GradSurgeryTrainer(Trainer):
         mixing, temperature: which task each batch comes from (see :mod:`gradsurg.data`);
             ``"round_robin"`` by default.
         task_metrics: ``{task: fn(model, dataset) -> dict}``, evaluated by :meth:`evaluate`.
-        *args, **kwargs: everything ``Trainer`` takes.
+        args, kwargs: everything ``Trainer`` takes (positional and keyword).
 
     The accumulation uses ``accumulate="sum"``: Trainer already divides each micro-batch's
     loss by the number of micro-batches in the window, so ``surgery="sum"`` equals a plain

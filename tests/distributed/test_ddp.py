@@ -49,6 +49,9 @@ CASES = [
         "tasks": ["t0", "t1", "t2"],
         "patterns": {0: [(1,), (0, 2)], 1: [(2,), (1, 0)]},
     },
+    # Mixed batches without accumulation: a rank whose batch lacks a task.
+    {"id": "tasks-mixed-direct", "method": "upgrad", "patterns": {0: [(0, 1, 2)], 1: [(0, 1)]}},
+    {"id": "tasks-loss-space-differ", "method": "dwa", "patterns": {0: [(0, 1, 2)], 1: [(0, 1)]}},
     {"id": "fsdp-tasks", "method": "upgrad", "fsdp": True, "patterns": {0: [(0,), (1,), (2,)], 1: [(0,), (1,), (2,)]}},
     {"id": "fsdp-tasks-differ", "method": "upgrad", "fsdp": True, "patterns": {0: [(0,), (1,)], 1: [(1,), (0,)]}},
 ]
@@ -162,7 +165,9 @@ def _window_reference(case):
     return snapshots
 
 
-@pytest.mark.parametrize("case_id", ["tasks-upgrad", "tasks-absent", "tasks-sum", "tasks-gradvac", "fsdp-tasks"])
+@pytest.mark.parametrize(
+    "case_id", ["tasks-upgrad", "tasks-absent", "tasks-sum", "tasks-gradvac", "tasks-mixed-direct", "fsdp-tasks"]
+)
 def test_task_keyed_windows_equal_one_process_that_saw_every_rank(ranks, case_id):
     case = next(c for c in CASES if c["id"] == case_id)
     per_rank = _result(ranks, case_id)
@@ -197,3 +202,9 @@ def test_fsdp_windows_whose_ranks_hold_other_tasks_are_refused_on_every_rank(ran
     for r in range(WORLD):
         result = ranks[r]["fsdp-tasks-differ"]
         assert isinstance(result, str) and "under FSDP2 every rank must hold the same tasks" in result
+
+
+def test_a_loss_space_method_on_ranks_with_other_tasks_is_refused_on_every_rank(ranks):
+    for r in range(WORLD):
+        result = ranks[r]["tasks-loss-space-differ"]
+        assert isinstance(result, str) and "losses: the ranks hold different tasks" in result
