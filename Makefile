@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml Makefile setup.py $(wildcard csrc/cpu/*)
 
 # Lint (ruff) and type check (mypy) first: CI enforces both.
 lint: setup
-	$(BIN)/ruff check gradsurg tests benchmarks examples
+	$(BIN)/ruff check gradsurg tests benchmarks examples docs
 	$(BIN)/mypy
 
 # The documentation site (Sphinx + MyST) into docs/_build/html, warnings as errors; open

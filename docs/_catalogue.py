@@ -69,7 +69,7 @@ def catalogue_markdown() -> str:
             "````",
             "",
         ]
-    return "\n".join(lines + ["", *entries])
+    return "\n".join([*lines, "", *entries])
 
 
 def _write(app) -> None:

@@ -36,7 +36,7 @@ def test_the_page_s_python_blocks_run(page, tmp_path, monkeypatch):
     namespace: dict = {"__name__": f"docs_{page.stem}"}
     for i, block in enumerate(python_blocks(page)):
         code = compile(block, f"{page.relative_to(DOCS)} block {i + 1}", "exec")
-        exec(code, namespace)  # noqa: S102 - the documentation's own examples
+        exec(code, namespace)  # the documentation's own examples
 
 
 def test_the_site_builds_without_warnings(tmp_path):
