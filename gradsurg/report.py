@@ -233,7 +233,7 @@ def plot(result: Replay, summary: Summary, out: Path) -> list[Path]:
         left = [a + b for a, b in zip(left, values)]
     ax.invert_yaxis()
     ax.set_xlabel("share of the update (mean over steps)")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     written.append(out / "shares.png")
     fig.savefig(written[-1], dpi=120)
