@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,6 +42,7 @@ OPTIONS = {
     "data_parallel": {"data_parallel": "none"},
     "tasks": {"tasks": ["1", "0"]},
     "accumulate": {"accumulate": "mean"},
+    "trace": {"trace": "trace.jsonl"},  # put in a scratch folder by _kwargs
 }
 
 #: How backward is called: one call, two micro-batches, representation level, both.
@@ -90,6 +93,8 @@ def _kwargs(net: Net, option: str) -> dict:
     kwargs = dict(OPTIONS[option])
     if kwargs.get("shared") == "trunk":
         kwargs["shared"] = list(net.trunk.parameters())
+    if "trace" in kwargs:
+        kwargs["trace"] = Path(tempfile.mkdtemp()) / kwargs["trace"]
     return kwargs
 
 
