@@ -8,8 +8,9 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-PROPERTIES = ("permutation_invariant", "positively_homogeneous", "linear_under_scaling", "non_conflicting",
-              "strongly_stationary")  # fmt: skip
+#: The properties a method class declares, and their letters in the table.
+PROPERTIES = {"permutation_invariant": "P", "positively_homogeneous": "H", "linear_under_scaling": "L",
+              "non_conflicting": "N", "strongly_stationary": "S"}  # fmt: skip
 KINDS = ("GramMethod", "MatrixMethod", "LossWeighting", "DoubleBackwardMethod")
 
 
@@ -34,19 +35,22 @@ def catalogue_markdown() -> str:
         "when the site is built. *Kind* says how a step runs it: `GramMethod` weighs the T×T Gram",
         "matrix (replayable from a trace, distributable over shards), `MatrixMethod` combines J",
         "itself, `LossWeighting` weighs the losses (one backward), `DoubleBackwardMethod`",
-        "differentiates through the task gradients.",
+        "differentiates through the task gradients. Properties, as the class declares them (each",
+        "is tested over the registry): **P** permutation invariant, **H** positively homogeneous,",
+        "**L** linear under scaling, **N** non-conflicting, **S** strongly stationary (Quinton &",
+        "Rey 2024's definitions).",
         "",
-        "| method | class | kind | keeps state | per-task state | needs | properties |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| method | kind | state | per-task state | needs | properties |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     entries = []
     for name in gradsurg.available_methods():
         cls = gradsurg.methods.method_class(name)
         stateful = cls.stateful if not isinstance(cls.stateful, property) else "when configured"
-        props = ", ".join(p.replace("_", " ") for p in PROPERTIES if _flag(cls, p)) or "—"
+        props = " ".join(letter for p, letter in PROPERTIES.items() if _flag(cls, p)) or "—"
         needs = ", ".join(sorted(cls.needs)) or "—"
         lines.append(
-            f"| [`{name}`](#method-{name.replace('_', '-')}) | `{cls.__name__}` | {_kind(cls)} | "
+            f"| [`{name}`](#method-{name.replace('_', '-')}) | {_kind(cls).replace('Method', '').replace('Weighting', ' weighting')} | "
             f"{'yes' if stateful is True else 'no' if stateful is False else stateful} | "
             f"{'yes' if cls.tied_to_num_tasks else 'no'} | {needs} | {props} |"
         )
