@@ -66,9 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default="sum", help="the method it is compared with")
     p.add_argument("--glue", default="sst2", help="the GLUE task")
     p.add_argument("--summarization", default="aeslc", help="the summarization set")
-    for key, value in BUDGET.items():
-        kind = float if isinstance(value, float) else int
-        p.add_argument(f"--{key.replace('_', '-')}", type=kind, default=value, help=f"(default {value})")
+    cli.add_budget_flags(p, BUDGET)
     p.add_argument("--seed", type=int, default=0, help="seed of both runs")
     p.add_argument("--data-dir", type=Path, default=cli.DEFAULT_DATA_DIR, help="the shared data folder")
     p.add_argument("--output-dir", type=Path, default=Path("runs/demo"), help="where the runs and PNGs go")

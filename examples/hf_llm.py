@@ -62,9 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=("smollm2", "tiny"), default="smollm2", help="backbone (tiny: random, for tests)")
     p.add_argument("--method", default="upgrad", help="the surgery method (a gradient-based one)")
     p.add_argument("--mixing", choices=("round_robin", "proportional", "temperature"), default="round_robin")
-    for key, value in BUDGET.items():
-        kind = float if isinstance(value, float) else int
-        p.add_argument(f"--{key.replace('_', '-')}", type=kind, default=value, help=f"(default {value})")
+    cli.add_budget_flags(p, BUDGET)
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, subsets and batch order")
     p.add_argument("--data-dir", type=Path, default=cli.DEFAULT_DATA_DIR, help="the shared data folder")
     p.add_argument("--output-dir", type=Path, default=Path("runs/hf_llm"), help="the Trainer's output folder")

@@ -221,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_budget_flags(parser: argparse.ArgumentParser, budget: dict[str, int | float]) -> None:
+    """One ``--key`` flag per entry of a script's budget (``max_train`` → ``--max-train``),
+    typed like its default."""
+    for key, value in budget.items():
+        kind = float if isinstance(value, float) else int
+        parser.add_argument(f"--{key.replace('_', '-')}", type=kind, default=value, help=f"(default {value})")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and cross-check the flags; errors name the offending flag and exit with code 2."""
     parser = build_parser()
