@@ -10,7 +10,7 @@ batches round-robin (a classification batch, then a generation batch), so each w
 micro-batches holds both tasks and runs one surgery on their summed gradients. At the end each
 task is evaluated: SST-2 accuracy, AESLC ROUGE of greedy summaries.
 
-    python -m examples.hf_llm                    # about 5 minutes on 2 CPU cores
+    python -m examples.hf_llm                    # a few minutes on 2 CPU cores
     python -m examples.hf_llm --method sum       # the plain Trainer's update, for comparison
     python -m examples.hf_llm --preset tiny      # a random tiny backbone: the code path in seconds
 
@@ -41,10 +41,11 @@ from .mtl.tasks import load_tasks
 
 __all__ = ["build_parser", "main", "make_trainer", "training_flags"]
 
-#: The budget: ~5 minutes on 2 cores with SmolLM2-135M (the demo's lengths and learning rates:
+#: The budget: a few minutes on 2 cores with SmolLM2-135M (the demo's lengths and learning rates:
 #: LoRA 1e-3, the classification head 3e-3, chosen on held-out training rows, docs/results.md).
+#: max_train only needs to exceed steps × batch_size (no row is seen twice).
 BUDGET = {
-    "steps": 30,
+    "steps": 90,
     "batch_size": 4,
     "max_train": 400,
     "max_eval": 48,
