@@ -49,8 +49,9 @@ def catalogue_markdown() -> str:
         stateful = cls.stateful if not isinstance(cls.stateful, property) else "when configured"
         props = " ".join(letter for p, letter in PROPERTIES.items() if _flag(cls, p)) or "—"
         needs = ", ".join(sorted(cls.needs)) or "—"
+        kind = _kind(cls).replace("Method", "").replace("Weighting", " weighting")
         lines.append(
-            f"| [`{name}`](#method-{name.replace('_', '-')}) | {_kind(cls).replace('Method', '').replace('Weighting', ' weighting')} | "
+            f"| [`{name}`](#method-{name.replace('_', '-')}) | {kind} | "
             f"{'yes' if stateful is True else 'no' if stateful is False else stateful} | "
             f"{'yes' if cls.tied_to_num_tasks else 'no'} | {needs} | {props} |"
         )
