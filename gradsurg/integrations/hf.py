@@ -28,7 +28,7 @@ of the whole accumulated batch, through ``backward(..., sync=False)``), ``fp16``
 GradScaler is handed to gradsurg) and ``bf16``, checkpoints (the method's state is in the
 optimizer's state dict) and multi-process launch (DDP through gradsurg's data-parallel
 reduce). Every ``logging_steps`` the logs get the conflict statistics averaged over the steps
-since the last log (``gradsurg/cos/<a>__<b>``, … see ``gradsurg.integrations._stats_log``),
+since the last log (``gradsurg/cos/<a>__<b>``, … see :func:`gradsurg.integrations.stats_scalars`),
 so ``report_to="tensorboard"`` or ``"wandb"`` plot them with no extra code.
 """
 

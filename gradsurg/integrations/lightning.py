@@ -18,7 +18,7 @@ Each training batch runs ``GradSurgery.backward`` on the task losses; with
 automatic optimisation) k batches make one surgery of their summed gradients and one optimizer
 step. ``gradient_clip_val`` (module argument) clips before the step. ``precision="16-mixed"``
 hands Lightning's GradScaler to gradsurg; ``"bf16-mixed"`` needs none. The conflict statistics
-are logged with ``self.log_dict`` under the names of ``gradsurg.integrations._stats_log``
+are logged with ``self.log_dict`` under the names of :func:`gradsurg.integrations.stats_scalars`
 (``gradsurg/cos/<a>__<b>``, …), so any Lightning logger plots them. Multi-process strategies
 (``"ddp"``) work through gradsurg's data-parallel reduce. LR schedulers are yours to step
 (``self.lr_schedulers()``), as always with manual optimisation.
