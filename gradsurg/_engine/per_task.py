@@ -75,17 +75,16 @@ class PerTaskGradientPath:
         window = ctx.window
         ctx.reducer.check_micro_batch_tasks(plan.names)
         try:
-            most = 1
             for t, grads in ctx.batching.gradients(plan):
                 for k, g in zip(plan.reached[t], grads):
                     if g is not None:
                         check_dense(plan.names[t], k, g)
                 window.add(plan, t, plan.localize(plan.reached[t], grads), plan.scalars[t])
-                most = max(most, min(ctx.batching.chunk, plan.num_tasks) if ctx.batching.active else 1)
         except BaseException as error:
             window.discard(error)
             raise
-        window.close_micro_batch(most)
+        # As the capture stage counts it (after a fallback, one task per call).
+        window.close_micro_batch(min(ctx.batching.chunk, plan.num_tasks) if ctx.batching.active else 1)
 
     def _sync_window(self, plan: StepPlan, ctx: StepContext, names: tuple[str, ...]) -> SurgeryStats:
         """The syncing call of a window: one surgery over the union of its tasks."""
@@ -239,12 +238,11 @@ def _fits(weights: Tensor, norms: Tensor, dtype: torch.dtype) -> bool:
     if dtype == torch.float64:
         return True
     info = torch.finfo(dtype)
-    magnitudes = weights.abs().to(torch.float64)
-    nonzero = magnitudes[magnitudes > 0]
-    if not (bool(magnitudes.max() <= info.max) and (nonzero.numel() == 0 or bool(nonzero.min() >= info.tiny))):
+    # T numbers on the host: plain floats, not a chain of tiny tensor ops on every step.
+    magnitudes = [abs(w) for w in weights.tolist()]
+    if any(m > info.max or 0.0 < m < info.tiny for m in magnitudes):
         return False
-    bound = float((magnitudes * norms.to(torch.float64)).sum())
-    return bound <= info.max
+    return sum(m * n for m, n in zip(magnitudes, norms.tolist())) <= info.max
 
 
 class GramPath(PerTaskGradientPath):

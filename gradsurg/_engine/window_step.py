@@ -77,6 +77,8 @@ class WindowStep:
         shared = set(plan.shared_idx)
         specific: dict[int, Tensor] = {}
         flags: list[Tensor] = []
+        # One device for the flags: read at the step's one host synchronisation, not per task.
+        device = local_view(plan.params[0]).device if plan.params else torch.device("cpu")
         for t in range(num_tasks):
             own = []
             for k in plan.reached[t]:
@@ -88,7 +90,7 @@ class WindowStep:
                 g = g * self.factors[t] if self.factors[t] != 1.0 else g
                 own.append(g)
                 specific[k] = g if k not in specific else specific[k] + g
-            flags.append(all_finite(own).reshape(()).cpu() if own else torch.ones((), dtype=torch.bool))
+            flags.append(all_finite(own).reshape(()).to(device) if own else torch.ones((), dtype=torch.bool, device=device))
         for k in sorted(set().union(*plan.reached) - shared):
             if k not in specific:
                 # Reached on another rank only: this rank's share of the average is zero.
